@@ -1,0 +1,1 @@
+"""tsprov's LocalStack extension: see providers.py."""

@@ -1,0 +1,59 @@
+"""Proves that the extension makes LocalStack answer EKS, RDS and ElastiCache.
+
+Run with the LocalStack venv's python while LocalStack listens on 127.0.0.1:4566:
+    localstack/.venv/bin/python localstack/test_extension.py
+"""
+
+import unittest
+
+import boto3
+
+ENDPOINT = "http://127.0.0.1:4566"
+
+
+def client(service, region="eu-west-1"):
+    return boto3.client(
+        service,
+        endpoint_url=ENDPOINT,
+        region_name=region,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+class ExtensionServesServices(unittest.TestCase):
+    def test_eks_answers(self):
+        self.assertIn("clusters", client("eks").list_clusters())
+
+    def test_rds_answers(self):
+        self.assertIn("DBClusters", client("rds").describe_db_clusters())
+
+    def test_elasticache_answers(self):
+        self.assertIn("ReplicationGroups", client("elasticache").describe_replication_groups())
+
+    def test_rds_subnet_group_resolves_ec2_subnets_per_region(self):
+        # Shares the EC2 backend: a subnet made through EC2 is usable by RDS in the same region.
+        ec2 = client("ec2", "ap-southeast-1")
+        vpc = ec2.create_vpc(CidrBlock="10.99.0.0/16")["Vpc"]["VpcId"]
+        subnets = [
+            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.99.{i}.0/24", AvailabilityZone=f"ap-southeast-1{az}")["Subnet"]["SubnetId"]
+            for i, az in enumerate("ab")
+        ]
+        rds = client("rds", "ap-southeast-1")
+        try:
+            group = rds.create_db_subnet_group(
+                DBSubnetGroupName="tsprov-ext-test", DBSubnetGroupDescription="ext test", SubnetIds=subnets
+            )["DBSubnetGroup"]
+            self.assertEqual(group["VpcId"], vpc)
+            # Regions stay isolated.
+            names = [g["DBSubnetGroupName"] for g in client("rds", "eu-west-1").describe_db_subnet_groups()["DBSubnetGroups"]]
+            self.assertNotIn("tsprov-ext-test", names)
+        finally:
+            rds.delete_db_subnet_group(DBSubnetGroupName="tsprov-ext-test")
+            for s in subnets:
+                ec2.delete_subnet(SubnetId=s)
+            ec2.delete_vpc(VpcId=vpc)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
