@@ -1,0 +1,220 @@
+//! AWS clients per region, the API-call counter, error classification and the
+//! retry/wait helpers every kind uses.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_config::retry::RetryConfig;
+use aws_config::BehaviorVersion;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_types::region::Region;
+
+/// Counts every HTTP attempt, per `service:Operation`.
+#[derive(Debug, Default)]
+pub struct CallCounter {
+    total: AtomicU64,
+    by_operation: Mutex<BTreeMap<String, u64>>,
+}
+
+impl CallCounter {
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+    pub fn by_operation(&self) -> BTreeMap<String, u64> {
+        self.by_operation.lock().unwrap().clone()
+    }
+}
+
+#[derive(Debug)]
+struct CountCalls(Arc<CallCounter>);
+
+impl Intercept for CountCalls {
+    fn name(&self) -> &'static str {
+        "tsprov::CountCalls"
+    }
+    fn read_before_attempt(
+        &self,
+        _: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.total.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = cfg.load::<Metadata>() {
+            *self
+                .0
+                .by_operation
+                .lock()
+                .unwrap()
+                .entry(format!("{}:{}", m.service(), m.name()))
+                .or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The clients of one region.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub region: String,
+    pub ec2: aws_sdk_ec2::Client,
+    pub kms: aws_sdk_kms::Client,
+}
+
+pub async fn clients(region: &str, endpoint: Option<&str>, counter: Arc<CallCounter>) -> Clients {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        // Standard mode retries throttling and 5xx with backoff; quota errors are not retried.
+        .retry_config(RetryConfig::standard().with_max_attempts(8));
+    if let Some(url) = endpoint {
+        loader = loader.endpoint_url(url);
+    }
+    let sdk = loader.load().await;
+    let ec2 = aws_sdk_ec2::config::Builder::from(&sdk)
+        .interceptor(CountCalls(counter.clone()))
+        .build();
+    let kms = aws_sdk_kms::config::Builder::from(&sdk)
+        .interceptor(CountCalls(counter))
+        .build();
+    Clients {
+        region: region.to_string(),
+        ec2: aws_sdk_ec2::Client::from_conf(ec2),
+        kms: aws_sdk_kms::Client::from_conf(kms),
+    }
+}
+
+/// An AWS call that failed, with the service's error code when there is one.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} failed: {detail}")]
+pub struct ApiError {
+    pub operation: &'static str,
+    pub code: Option<String>,
+    pub detail: String,
+}
+
+/// `map_err(api("CreateVpc"))`: keeps the error code for classification and the whole chain for people.
+pub fn api<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    move |e| {
+        let code = e.code().map(str::to_string);
+        let detail = match (&code, e.message()) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            _ => DisplayErrorContext(&e).to_string(),
+        };
+        ApiError {
+            operation,
+            code,
+            detail,
+        }
+        .into()
+    }
+}
+
+pub fn error_code(e: &anyhow::Error) -> Option<&str> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<ApiError>())
+        .and_then(|a| a.code.as_deref())
+}
+
+/// `InvalidVpcID.NotFound` and friends: what EC2 answers for a while after a create.
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    error_code(e).is_some_and(|c| c.ends_with(".NotFound") || c.ends_with("NotFoundException") || c == "NotFoundException")
+}
+
+/// Retries an operation on a resource created moments ago while AWS still says it does not exist.
+pub async fn eventually<T, F, Fut>(mut op: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut delay = Duration::from_millis(250);
+    for _ in 0..7 {
+        match op().await {
+            Err(e) if is_not_found(&e) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
+            }
+            other => return other,
+        }
+    }
+    op().await
+}
+
+/// Retries a delete that AWS refuses with `DependencyViolation` (something still uses the
+/// resource, often an ENI being released) until `timeout`; then returns the last error.
+pub async fn while_dependency_violation<F, Fut>(timeout: Duration, mut op: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match op().await {
+            Err(e) if error_code(&e) == Some("DependencyViolation") && start.elapsed() < timeout => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+            other => return other,
+        }
+    }
+}
+
+pub enum Poll {
+    Done,
+    Pending(String),
+}
+
+/// Waits for an asynchronous AWS state change (NAT gateway available, deleted, ...),
+/// reporting progress every 15 s and failing after `timeout`.
+pub async fn wait_until<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    progress: &crate::report::Progress,
+    mut poll: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Poll>>,
+{
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match poll().await? {
+            Poll::Done => return Ok(()),
+            Poll::Pending(state) => {
+                let waited = start.elapsed();
+                if waited >= timeout {
+                    anyhow::bail!(
+                        "timed out after {}s waiting for {what} (still {state})",
+                        waited.as_secs()
+                    );
+                }
+                if last_report.elapsed() >= progress.interval() {
+                    progress.line(&format!(
+                        "still waiting for {what}: {state} after {}s (timeout {}s)",
+                        waited.as_secs(),
+                        timeout.as_secs()
+                    ));
+                    last_report = Instant::now();
+                }
+                tokio::time::sleep(delay.min(timeout.saturating_sub(waited))).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

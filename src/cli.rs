@@ -1,0 +1,87 @@
+//! Command-line definitions (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const DEFAULT_PLAN: &str = "plans/taskstream.toml";
+
+#[derive(Parser, Debug)]
+#[command(name = "tsprov", version, about = "Provision the TaskStream AI platform on AWS: plan files in, AWS SDK calls out, no state file")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Parse and check a plan file; no AWS call.
+    Validate {
+        #[arg(default_value = DEFAULT_PLAN)]
+        plan: PathBuf,
+        #[arg(long)]
+        stack: Option<String>,
+    },
+    /// Print the dependency graph of every region.
+    Graph {
+        #[arg(default_value = DEFAULT_PLAN)]
+        plan: PathBuf,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: GraphFormat,
+        #[arg(long)]
+        stack: Option<String>,
+    },
+    /// Show what apply would change.
+    Plan {
+        #[command(flatten)]
+        common: Common,
+        /// Print the plan as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Save the plan; `tsprov apply FILE` applies it if live state has not changed.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Exit 2 when there are changes, 0 when none, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Make AWS match the plan (or a saved plan).
+    Apply {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        auto_approve: bool,
+    },
+    /// Delete everything tagged with the stack.
+    Destroy {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        auto_approve: bool,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// A plan file, or (apply only) a plan saved with `plan --out`.
+    #[arg(default_value = DEFAULT_PLAN)]
+    pub plan: PathBuf,
+    /// Only these regions (repeatable); default: every region of the plan.
+    #[arg(long = "region")]
+    pub regions: Vec<String>,
+    /// Run the plan under this stack name instead of its own.
+    #[arg(long)]
+    pub stack: Option<String>,
+    /// Send every AWS call here (LocalStack); AWS_ENDPOINT_URL works too.
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// Steps in flight at once per region.
+    #[arg(long, default_value_t = 8)]
+    pub parallelism: usize,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}

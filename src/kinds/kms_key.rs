@@ -1,0 +1,147 @@
+//! `kms_key`: a customer-managed key with rotation and the alias
+//! `alias/<stack>/<name>`. KMS has no tag filter on ListKeys, so keys are found
+//! through their aliases (one paginated ListAliases per region); describe,
+//! rotation status and tags have no batch call and cost three calls per key.
+//! Deleting schedules the key's deletion after a 30-day waiting period.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+use async_trait::async_trait;
+use aws_sdk_kms::types::{KeyState, Tag};
+
+use super::{Cx, Desired, Kind, Live};
+use crate::aws::{api, error_code, eventually};
+use crate::model::{Address, Attrs, Value, TAG_STACK};
+use crate::schema::{Default, Field, Ty};
+
+pub struct KmsKey;
+
+/// The longest waiting period KMS allows: the most time to notice a mistake.
+const DELETION_WINDOW_DAYS: i32 = 30;
+
+const FIELDS: &[Field] = &[
+    Field::new("description", Ty::Str, "what the key protects").default(Default::Str("Managed by tsprov")),
+    Field::new("enable_key_rotation", Ty::Bool, "yearly automatic rotation").default(Default::Bool(true)),
+];
+
+pub fn alias_name(stack: &str, address: &Address) -> String {
+    match address.index {
+        Some(i) => format!("alias/{stack}/{}-{i}", address.name),
+        None => format!("alias/{stack}/{}", address.name),
+    }
+}
+
+#[async_trait]
+impl Kind for KmsKey {
+    fn name(&self) -> &'static str {
+        "kms_key"
+    }
+    fn fields(&self) -> &'static [Field] {
+        FIELDS
+    }
+
+    async fn discover(&self, cx: &Cx) -> Result<Vec<Live>> {
+        let prefix = format!("alias/{}/", cx.stack);
+        let aliases = cx.aws.kms.list_aliases().into_paginator().items().send().try_collect().await.map_err(api("ListAliases"))?;
+        let keys: Vec<(String, String)> = aliases
+            .iter()
+            .filter(|a| a.alias_name().is_some_and(|n| n.starts_with(&prefix)))
+            .filter_map(|a| Some((a.alias_name()?.to_string(), a.target_key_id()?.to_string())))
+            .collect();
+        let reads = keys.iter().map(|(alias, key_id)| async move {
+            let (meta, rotation, tags) = tokio::try_join!(
+                async { cx.aws.kms.describe_key().key_id(key_id).send().await.map_err(api("DescribeKey")) },
+                async { cx.aws.kms.get_key_rotation_status().key_id(key_id).send().await.map_err(api("GetKeyRotationStatus")) },
+                async { cx.aws.kms.list_resource_tags().key_id(key_id).send().await.map_err(api("ListResourceTags")) },
+            )?;
+            let meta = meta.key_metadata().cloned().unwrap_or_else(|| aws_sdk_kms::types::KeyMetadata::builder().key_id(key_id).build().unwrap());
+            if meta.key_state() == Some(&KeyState::PendingDeletion) {
+                return Ok(None);
+            }
+            let tags: BTreeMap<String, String> = tags.tags().iter().map(|t| (t.tag_key().to_string(), t.tag_value().to_string())).collect();
+            if tags.get(TAG_STACK) != Some(&cx.stack) {
+                bail!("{alias} points at KMS key {key_id}, which is not tagged {TAG_STACK}={}: tsprov will not manage or delete a key it did not create; remove the alias or tag the key", cx.stack);
+            }
+            let mut attrs = Attrs::new();
+            attrs.insert("description".into(), Value::str(meta.description().unwrap_or_default()));
+            attrs.insert("enable_key_rotation".into(), Value::Bool(rotation.key_rotation_enabled()));
+            let mut live = Live::from_tags(key_id.clone(), tags, attrs);
+            if let Some(l) = live.as_mut() {
+                l.handles.insert("alias".into(), alias.clone());
+                l.handles.insert("arn".into(), meta.arn().unwrap_or_default().to_string());
+            }
+            Ok(live)
+        });
+        Ok(futures::future::try_join_all(reads).await?.into_iter().flatten().collect())
+    }
+
+    async fn create(&self, cx: &Cx, want: &Desired) -> Result<Live> {
+        let mut call = cx.aws.kms.create_key().description(want.str("description"));
+        for (k, v) in &want.tags {
+            call = call.tags(Tag::builder().tag_key(k).tag_value(v).build()?);
+        }
+        let out = call.send().await.map_err(api("CreateKey"))?;
+        let meta = out.key_metadata().ok_or_else(|| anyhow::anyhow!("CreateKey returned no key"))?;
+        let key_id = meta.key_id().to_string();
+        // The alias is how the key is found again: make it before anything else can fail.
+        let alias = alias_name(&cx.stack, &want.address);
+        eventually(|| async { cx.aws.kms.create_alias().alias_name(&alias).target_key_id(&key_id).send().await.map_err(api("CreateAlias")) }).await?;
+        if want.bool("enable_key_rotation") {
+            set_rotation(cx, &key_id, true).await?;
+        }
+        let mut live = Live::from_tags(&key_id, want.tags.clone(), want.attrs.clone()).expect("desired tags carry the address");
+        live.handles.insert("alias".into(), alias);
+        live.handles.insert("arn".into(), meta.arn().unwrap_or_default().to_string());
+        Ok(live)
+    }
+
+    async fn update(&self, cx: &Cx, want: &Desired, live: &Live, changed: &[String]) -> Result<()> {
+        for field in changed {
+            match field.as_str() {
+                "description" => {
+                    cx.aws.kms.update_key_description().key_id(&live.id).description(want.str("description")).send().await.map_err(api("UpdateKeyDescription"))?;
+                }
+                "enable_key_rotation" => set_rotation(cx, &live.id, want.bool("enable_key_rotation")).await?,
+                "tags" => {
+                    let set: Vec<Tag> = want.tags.iter().filter(|(k, v)| live.tags.get(*k) != Some(*v)).map(|(k, v)| Tag::builder().tag_key(k).tag_value(v).build()).collect::<Result<_, _>>()?;
+                    if !set.is_empty() {
+                        cx.aws.kms.tag_resource().key_id(&live.id).set_tags(Some(set)).send().await.map_err(api("TagResource"))?;
+                    }
+                    let removed: Vec<String> = live.tags.keys().filter(|k| !want.tags.contains_key(*k)).cloned().collect();
+                    if !removed.is_empty() {
+                        cx.aws.kms.untag_resource().key_id(&live.id).set_tag_keys(Some(removed)).send().await.map_err(api("UntagResource"))?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, cx: &Cx, live: &Live) -> Result<()> {
+        if let Some(alias) = live.handles.get("alias") {
+            match cx.aws.kms.delete_alias().alias_name(alias).send().await.map_err(api("DeleteAlias")) {
+                Err(e) if error_code(&e) == Some("NotFoundException") => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        match cx.aws.kms.schedule_key_deletion().key_id(&live.id).pending_window_in_days(DELETION_WINDOW_DAYS).send().await.map_err(api("ScheduleKeyDeletion")) {
+            Err(e) if matches!(error_code(&e), Some("NotFoundException" | "KMSInvalidStateException")) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+}
+
+async fn set_rotation(cx: &Cx, key_id: &str, on: bool) -> Result<()> {
+    eventually(|| async {
+        if on {
+            cx.aws.kms.enable_key_rotation().key_id(key_id).send().await.map_err(api("EnableKeyRotation")).map(|_| ())
+        } else {
+            cx.aws.kms.disable_key_rotation().key_id(key_id).send().await.map_err(api("DisableKeyRotation")).map(|_| ())
+        }
+    })
+    .await
+}

@@ -1,0 +1,130 @@
+//! Resource kinds: one file per kind, the only place that knows that kind's AWS
+//! API (batched discovery by tag, create with tags, update, delete, waiters).
+//! Adding a kind = one file here + one line in `registry()`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Result;
+use async_trait::async_trait;
+
+use crate::aws::Clients;
+use crate::model::{Address, Attrs, Resource, TAG_ADDRESS};
+use crate::plan::source::Diagnostic;
+use crate::report::Progress;
+use crate::schema::Field;
+
+mod ec2;
+pub mod eip;
+pub mod internet_gateway;
+pub mod kms_key;
+pub mod nat_gateway;
+pub mod route_table;
+pub mod security_group;
+pub mod subnet;
+pub mod vpc;
+
+/// Every kind, in the order discovery runs them.
+pub fn registry() -> &'static [&'static dyn Kind] {
+    &[
+        &kms_key::KmsKey,
+        &vpc::Vpc,
+        &subnet::Subnet,
+        &internet_gateway::InternetGateway,
+        &eip::Eip,
+        &nat_gateway::NatGateway,
+        &route_table::RouteTable,
+        &security_group::SecurityGroup,
+        &security_group::SecurityGroupRules,
+    ]
+}
+
+pub fn by_name(name: &str) -> Option<&'static dyn Kind> {
+    registry().iter().copied().find(|k| k.name() == name)
+}
+
+/// What a kind's calls get: the region's clients and where to report progress.
+pub struct Cx {
+    pub stack: String,
+    pub region: String,
+    pub aws: Clients,
+    pub progress: Progress,
+    /// How long a delete may keep answering `DependencyViolation`.
+    pub dependency_timeout: Duration,
+    /// Scales every kind's waiter timeout (tests shorten it).
+    pub wait_scale: f64,
+}
+
+impl Cx {
+    pub fn wait_timeout(&self, base: Duration) -> Duration {
+        base.mul_f64(self.wait_scale)
+    }
+}
+
+/// A resource as it lives in AWS, found by its `tsprov:stack` tag.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Live {
+    pub address: Address,
+    pub id: String,
+    /// The same fields as the kind's schema; references hold the AWS id they point at.
+    pub attrs: Attrs,
+    pub tags: BTreeMap<String, String>,
+    /// Ids the kind needs to manage it but that are not attributes (association ids, ...).
+    pub handles: BTreeMap<String, String>,
+}
+
+impl Live {
+    /// Builds a live resource from its tags; `None` for one without a valid address tag.
+    pub fn from_tags(id: impl Into<String>, tags: BTreeMap<String, String>, attrs: Attrs) -> Option<Live> {
+        let address = Address::parse(tags.get(TAG_ADDRESS)?)?;
+        Some(Live {
+            address,
+            id: id.into(),
+            attrs,
+            tags,
+            handles: BTreeMap::new(),
+        })
+    }
+}
+
+/// A resource as apply wants it: references replaced by the ids they point at.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    pub address: Address,
+    pub attrs: Attrs,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Desired {
+    pub fn str(&self, field: &str) -> &str {
+        self.attrs.get(field).and_then(|v| v.as_str()).unwrap_or_default()
+    }
+    pub fn bool(&self, field: &str) -> bool {
+        self.attrs.get(field).and_then(|v| v.as_bool()).unwrap_or(false)
+    }
+}
+
+#[async_trait]
+pub trait Kind: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn fields(&self) -> &'static [Field];
+    fn taggable(&self) -> bool {
+        true
+    }
+    /// Kinds tsprov derives from another block; not written in plan files.
+    fn internal(&self) -> bool {
+        false
+    }
+    /// One plan block may stand for several resources (a security group and its rules).
+    fn expand(&self, resource: Resource) -> Vec<Resource> {
+        vec![resource]
+    }
+    /// Checks that need the other resources of the region (a subnet inside its VPC).
+    fn check(&self, _resource: &Resource, _region: &[Resource], _diags: &mut Vec<Diagnostic>) {}
+    /// Every live resource of this kind tagged with the stack, in as few calls as AWS allows.
+    async fn discover(&self, cx: &Cx) -> Result<Vec<Live>>;
+    async fn create(&self, cx: &Cx, want: &Desired) -> Result<Live>;
+    /// Changes the named attributes (and `tags`) in place.
+    async fn update(&self, cx: &Cx, want: &Desired, live: &Live, changed: &[String]) -> Result<()>;
+    async fn delete(&self, cx: &Cx, live: &Live) -> Result<()>;
+}

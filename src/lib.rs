@@ -1,0 +1,28 @@
+//! tsprov: the TaskStream AI platform on AWS, from plan files, through the AWS
+//! SDK for Rust, with no state file. Data flows one way:
+//!
+//! ```text
+//! plan file --plan--> model --graph--> live (kinds::discover) --diff--> changes --apply--> report
+//! ```
+//!
+//! - `plan/`    reads plan files (TOML) into `model`, checks everything before any AWS call
+//! - `schema`   what each kind accepts; which changes replace
+//! - `graph`    per-region dependency DAG (petgraph): order, cycles, DOT/Mermaid
+//! - `kinds/`   one file per resource kind: its AWS calls, nothing else knows them
+//! - `aws`      clients per region, call counting, retries and waiters
+//! - `diff`     desired vs live -> create / update / replace / delete
+//! - `apply`    concurrent executor of one region's changes
+//! - `report`   plan text, progress lines, summaries
+//! - `run`      the commands, wiring the above together; exit codes
+
+pub mod apply;
+pub mod aws;
+pub mod cli;
+pub mod diff;
+pub mod graph;
+pub mod kinds;
+pub mod model;
+pub mod plan;
+pub mod report;
+pub mod run;
+pub mod schema;
