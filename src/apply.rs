@@ -20,7 +20,7 @@ use crate::diff::{Action, Change};
 use crate::kinds::{self, Cx, Desired, Live};
 use crate::model::{Address, Resource};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Step {
     Create,
@@ -156,6 +156,21 @@ pub async fn run(cx: &Cx, desired: &[Resource], live: &[Live], changes: &[Change
                     }
                 }
             }
+        }
+    }
+    // Every step ends in an outcome; one that never became ready is reported, never dropped.
+    let done: HashSet<(Address, Step)> = outcomes.iter().map(|o| (o.address.clone(), o.step)).collect();
+    for n in graph.node_indices() {
+        let node = &graph[n];
+        if !done.contains(&(node.change.address.clone(), node.step)) {
+            outcomes.push(Outcome {
+                address: node.change.address.clone(),
+                step: node.step,
+                id: node.change.id.clone(),
+                status: "failed",
+                error: Some("not started: its ordering depends on itself (a cycle between steps)".into()),
+                seconds: 0.0,
+            });
         }
     }
     outcomes

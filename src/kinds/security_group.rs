@@ -178,11 +178,16 @@ fn rules_live(group_address: &Address, g: &AwsGroup) -> Live {
     attrs.insert("egress".into(), Value::List(flatten(g.ip_permissions_egress())));
     Live {
         address: Address::new("security_group_rules", &group_address.name, group_address.index),
-        id: id.to_string(),
+        // Its own id, so that no two live resources share one; calls use the group's.
+        id: format!("{id}#rules"),
         attrs,
         tags: BTreeMap::new(),
         handles: BTreeMap::new(),
     }
+}
+
+fn group_id(rules: &Live) -> &str {
+    rules.attrs.get("group").and_then(Value::as_str).unwrap_or_default()
 }
 
 /// AWS groups peers under one permission per protocol and ports; tsprov compares one rule per peer.
@@ -301,8 +306,8 @@ impl Kind for SecurityGroupRules {
             let add: Vec<IpPermission> = wanted.iter().filter(|r| !have.contains(r)).map(permission).collect();
             let remove: Vec<IpPermission> = have.iter().filter(|r| !wanted.contains(r)).map(permission).collect();
             // Revoke first: a rule whose description changed is the same rule to AWS.
-            revoke(cx, &live.id, direction, remove).await?;
-            authorize(cx, &live.id, direction, add).await?;
+            revoke(cx, group_id(live), direction, remove).await?;
+            authorize(cx, group_id(live), direction, add).await?;
         }
         Ok(())
     }
@@ -310,7 +315,7 @@ impl Kind for SecurityGroupRules {
     async fn delete(&self, cx: &Cx, live: &Live) -> Result<()> {
         for direction in ["ingress", "egress"] {
             let rules: Vec<IpPermission> = live.attrs.get(direction).map(Value::as_list).unwrap_or_default().iter().map(permission).collect();
-            revoke(cx, &live.id, direction, rules).await?;
+            revoke(cx, group_id(live), direction, rules).await?;
         }
         Ok(())
     }
