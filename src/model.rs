@@ -202,6 +202,8 @@ pub struct Resource {
     pub span: Span,
     /// Where each field's value stands, for messages about that value.
     pub field_spans: BTreeMap<String, Span>,
+    /// Explicit ordering (`depends_on = [...]`) besides the references in attributes.
+    pub depends_on: Vec<Address>,
 }
 
 impl Resource {
@@ -213,7 +215,7 @@ impl Resource {
 
 impl Resource {
     pub fn dependencies(&self) -> Vec<Address> {
-        let mut out = Vec::new();
+        let mut out = self.depends_on.clone();
         for v in self.attrs.values() {
             v.refs(&mut out);
         }

@@ -9,7 +9,7 @@ pub enum Ty {
     Bool,
     /// An IPv4 or IPv6 CIDR block; in plan files also `{ within = "vpc.x", newbits, netnum }`.
     Cidr,
-    /// A reference to a resource of one of these kinds, written `"kind.name"`.
+    /// A reference to a resource of one of these kinds (any kind when empty), written `"kind.name"`.
     Ref(&'static [&'static str]),
     Enum(&'static [&'static str]),
     List(&'static Ty),
@@ -75,6 +75,7 @@ impl Ty {
             Ty::Int { min, max } => format!("an integer from {min} to {max}"),
             Ty::Bool => "true or false".into(),
             Ty::Cidr => "a CIDR block such as \"10.0.0.0/16\"".into(),
+            Ty::Ref([]) => "a reference \"<kind>.<name>\"".into(),
             Ty::Ref(kinds) => format!(
                 "a reference to {}",
                 kinds

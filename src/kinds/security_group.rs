@@ -101,6 +101,7 @@ impl Kind for SecurityGroup {
             tags: BTreeMap::new(),
             span: group.span.clone(),
             field_spans: group.field_spans.clone(),
+            depends_on: vec![],
         };
         vec![group, rules]
     }

@@ -24,15 +24,16 @@ pub fn load(path: &Path, stack_override: Option<&str>) -> Result<Stack, Diagnost
             return Err(fail(source, vec![Diagnostic::new(at..at + 1, format!("the plan file is not valid UTF-8 (byte {at})")).help("save the file as UTF-8")]));
         }
     };
-    let stack = match read::read(&file, &source, stack_override) {
-        Ok(s) => s,
-        Err(items) => return Err(fail(source, items)),
-    };
-    let items = check(&stack);
-    if items.is_empty() {
-        Ok(stack)
-    } else {
-        Err(fail(source, items))
+    // Checks run on what could be read even when reading found problems: all are reported at once.
+    let (stack, mut items) = read::read(&file, &source, stack_override);
+    if let Some(stack) = &stack {
+        items.extend(check(stack));
+    }
+    items.sort_by_key(|d| (d.span.start, d.message.clone()));
+    items.dedup();
+    match stack {
+        Some(stack) if items.is_empty() => Ok(stack),
+        _ => Err(fail(source, items)),
     }
 }
 
@@ -54,7 +55,5 @@ pub fn check(stack: &Stack) -> Vec<Diagnostic> {
             }
         }
     }
-    diags.sort_by_key(|d| (d.span.start, d.message.clone()));
-    diags.dedup();
     diags
 }

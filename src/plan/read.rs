@@ -62,7 +62,7 @@ pub const REGIONS: &[&str] = &[
     "il-central-1",
 ];
 
-const BLOCK_META: &[&str] = &["per_az", "regions", "tags"];
+const BLOCK_META: &[&str] = &["per_az", "regions", "tags", "depends_on"];
 const MAX_VAR_DEPTH: usize = 8;
 
 struct RegionDecl<'i> {
@@ -104,14 +104,11 @@ pub struct Reader<'i> {
     _src: std::marker::PhantomData<&'i ()>,
 }
 
-pub fn read(
-    file: &str,
-    source: &str,
-    stack_override: Option<&str>,
-) -> Result<Stack, Vec<Diagnostic>> {
+/// The stack as far as it could be read, and every problem found on the way.
+pub fn read(file: &str, source: &str, stack_override: Option<&str>) -> (Option<Stack>, Vec<Diagnostic>) {
     let (doc, errors) = DeTable::parse_recoverable(source);
     if !errors.is_empty() {
-        return Err(errors
+        return (None, errors
             .iter()
             .map(|e| {
                 Diagnostic::new(
@@ -127,13 +124,7 @@ pub fn read(
         _src: std::marker::PhantomData,
     };
     let stack = r.read_doc(file, source, doc.get_ref(), stack_override);
-    let mut diags = r.diags;
-    diags.sort_by_key(|d| (d.span.start, d.message.clone()));
-    diags.dedup();
-    match stack {
-        Some(s) if diags.is_empty() => Ok(s),
-        _ => Err(diags),
-    }
+    (stack, r.diags)
 }
 
 impl<'i> Reader<'i> {
@@ -382,7 +373,15 @@ impl<'i> Reader<'i> {
                 } else if block.table.get("tags").is_some() {
                     self.err(block.table.get("tags").unwrap().span(), format!("{} resources cannot carry tags", block.kind.name()), "remove tags");
                 }
+                let depends_on = match block.table.get("depends_on") {
+                    Some(v) => match self.convert(v, &Ty::List(&Ty::Ref(&[])), &scope, 0) {
+                        Some(Value::List(l)) => l.into_iter().filter_map(|v| if let Value::Ref(a) = v { Some(a) } else { None }).collect(),
+                        _ => vec![],
+                    },
+                    None => vec![],
+                };
                 let res = Resource {
+                    depends_on,
                     address,
                     region: region.name.clone(),
                     attrs,
@@ -569,7 +568,7 @@ impl<'i> Reader<'i> {
 
     fn check_ref(&mut self, addr: &Address, span: Span, ty: &Ty, scope: &Scope<'_, 'i>) -> bool {
         let Ty::Ref(kinds) = ty else { return false };
-        if !kinds.contains(&addr.kind.as_str()) {
+        if !kinds.is_empty() && !kinds.contains(&addr.kind.as_str()) {
             self.err(span, format!("{addr} is a {} but a reference to {} is expected here", addr.kind, kinds.join(" or ")), format!("expected {}", ty.describe()));
             return false;
         }

@@ -96,7 +96,7 @@ pub fn suggest<'a>(wrong: &str, valid: impl IntoIterator<Item = &'a str>) -> Opt
     valid
         .into_iter()
         .map(|v| (strsim::levenshtein(wrong, v), v))
-        .filter(|(d, v)| *d <= 2.max(v.len() / 3))
+        .filter(|(d, v)| *d <= 2.max(v.len() / 3) || (wrong.len() >= 3 && v.starts_with(wrong)))
         .min_by_key(|(d, _)| *d)
         .map(|(_, v)| v)
 }
