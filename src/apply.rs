@@ -47,8 +47,17 @@ struct Node<'a> {
     live: Option<&'a Live>,
 }
 
-pub async fn run(cx: &Cx, desired: &[Resource], live: &[Live], changes: &[Change], max_in_flight: usize) -> Vec<Outcome> {
-    let live_of = |c: &Change| live.iter().find(|l| l.address == c.address && Some(&l.id) == c.id.as_ref());
+pub async fn run(
+    cx: &Cx,
+    desired: &[Resource],
+    live: &[Live],
+    changes: &[Change],
+    max_in_flight: usize,
+) -> Vec<Outcome> {
+    let live_of = |c: &Change| {
+        live.iter()
+            .find(|l| l.address == c.address && Some(&l.id) == c.id.as_ref())
+    };
     let mut graph: DiGraph<Node, ()> = DiGraph::new();
     let mut creates: HashMap<&Address, NodeIndex> = HashMap::new();
     let mut writes: Vec<NodeIndex> = Vec::new();
@@ -56,7 +65,11 @@ pub async fn run(cx: &Cx, desired: &[Resource], live: &[Live], changes: &[Change
     for c in changes {
         let l = live_of(c);
         if matches!(c.action, Action::Delete | Action::Replace) {
-            let d = graph.add_node(Node { step: Step::Delete, change: c, live: l });
+            let d = graph.add_node(Node {
+                step: Step::Delete,
+                change: c,
+                live: l,
+            });
             if let Some(id) = &c.id {
                 deletes.insert(id, d);
             }
@@ -66,16 +79,25 @@ pub async fn run(cx: &Cx, desired: &[Resource], live: &[Live], changes: &[Change
             Action::Update => Step::Update,
             Action::Delete => continue,
         };
-        let n = graph.add_node(Node { step, change: c, live: l });
+        let n = graph.add_node(Node {
+            step,
+            change: c,
+            live: l,
+        });
         if step == Step::Create {
             creates.insert(&c.address, n);
         }
         writes.push(n);
     }
-    let by_address: HashMap<&Address, &Resource> = desired.iter().map(|r| (&r.address, r)).collect();
+    let by_address: HashMap<&Address, &Resource> =
+        desired.iter().map(|r| (&r.address, r)).collect();
     for &n in &writes {
         let address = &graph[n].change.address;
-        for dep in by_address.get(address).map(|r| r.dependencies()).unwrap_or_default() {
+        for dep in by_address
+            .get(address)
+            .map(|r| r.dependencies())
+            .unwrap_or_default()
+        {
             if let Some(&d) = creates.get(&dep) {
                 graph.update_edge(d, n, ());
             }
@@ -100,11 +122,21 @@ pub async fn run(cx: &Cx, desired: &[Resource], live: &[Live], changes: &[Change
     // Ids known now; creates add theirs as they finish.
     let renewed: HashSet<&Address> = creates.keys().copied().collect();
     let ids: Mutex<HashMap<Address, String>> = Mutex::new(
-        live.iter().filter(|l| !renewed.contains(&l.address)).map(|l| (l.address.clone(), l.id.clone())).collect(),
+        live.iter()
+            .filter(|l| !renewed.contains(&l.address))
+            .map(|l| (l.address.clone(), l.id.clone()))
+            .collect(),
     );
 
-    let mut waiting: HashMap<NodeIndex, usize> = graph.node_indices().map(|n| (n, graph.neighbors_directed(n, Direction::Incoming).count())).collect();
-    let mut ready: Vec<NodeIndex> = waiting.iter().filter(|(_, c)| **c == 0).map(|(n, _)| *n).collect();
+    let mut waiting: HashMap<NodeIndex, usize> = graph
+        .node_indices()
+        .map(|n| (n, graph.neighbors_directed(n, Direction::Incoming).count()))
+        .collect();
+    let mut ready: Vec<NodeIndex> = waiting
+        .iter()
+        .filter(|(_, c)| **c == 0)
+        .map(|(n, _)| *n)
+        .collect();
     ready.sort();
     let mut outcomes = Vec::new();
     let mut skipped: HashSet<NodeIndex> = HashSet::new();
@@ -121,13 +153,27 @@ pub async fn run(cx: &Cx, desired: &[Resource], live: &[Live], changes: &[Change
                 (n, result, start.elapsed().as_secs_f64())
             });
         }
-        let Some((n, result, seconds)) = running.next().await else { break };
+        let Some((n, result, seconds)) = running.next().await else {
+            break;
+        };
         let node = &graph[n];
         let address = node.change.address.clone();
         match result {
             Ok(id) => {
-                cx.progress.line(&format!("{} {address}: {} {}({seconds:.1}s)", symbol(node.step), past(node.step), id.as_deref().map(|i| format!("{i} ")).unwrap_or_default()));
-                outcomes.push(Outcome { address, step: node.step, id, status: "ok", error: None, seconds });
+                cx.progress.line(&format!(
+                    "{} {address}: {} {}({seconds:.1}s)",
+                    symbol(node.step),
+                    past(node.step),
+                    id.as_deref().map(|i| format!("{i} ")).unwrap_or_default()
+                ));
+                outcomes.push(Outcome {
+                    address,
+                    step: node.step,
+                    id,
+                    status: "ok",
+                    error: None,
+                    seconds,
+                });
                 for next in graph.neighbors_directed(n, Direction::Outgoing) {
                     let w = waiting.get_mut(&next).unwrap();
                     *w -= 1;
@@ -138,8 +184,16 @@ pub async fn run(cx: &Cx, desired: &[Resource], live: &[Live], changes: &[Change
             }
             Err(e) => {
                 let error = format!("{e:#}");
-                cx.progress.line(&format!("{} {address}: FAILED: {error}", symbol(node.step)));
-                outcomes.push(Outcome { address: address.clone(), step: node.step, id: node.change.id.clone(), status: "failed", error: Some(error), seconds });
+                cx.progress
+                    .line(&format!("{} {address}: FAILED: {error}", symbol(node.step)));
+                outcomes.push(Outcome {
+                    address: address.clone(),
+                    step: node.step,
+                    id: node.change.id.clone(),
+                    status: "failed",
+                    error: Some(error),
+                    seconds,
+                });
                 let mut dfs = Dfs::new(&graph, n);
                 dfs.next(&graph);
                 while let Some(d) = dfs.next(&graph) {
@@ -150,7 +204,9 @@ pub async fn run(cx: &Cx, desired: &[Resource], live: &[Live], changes: &[Change
                             step: dn.step,
                             id: dn.change.id.clone(),
                             status: "skipped",
-                            error: Some(format!("not started: it waits for {address}, which failed")),
+                            error: Some(format!(
+                                "not started: it waits for {address}, which failed"
+                            )),
                             seconds: 0.0,
                         });
                     }
@@ -159,7 +215,10 @@ pub async fn run(cx: &Cx, desired: &[Resource], live: &[Live], changes: &[Change
         }
     }
     // Every step ends in an outcome; one that never became ready is reported, never dropped.
-    let done: HashSet<(Address, Step)> = outcomes.iter().map(|o| (o.address.clone(), o.step)).collect();
+    let done: HashSet<(Address, Step)> = outcomes
+        .iter()
+        .map(|o| (o.address.clone(), o.step))
+        .collect();
     for n in graph.node_indices() {
         let node = &graph[n];
         if !done.contains(&(node.change.address.clone(), node.step)) {
@@ -168,7 +227,9 @@ pub async fn run(cx: &Cx, desired: &[Resource], live: &[Live], changes: &[Change
                 step: node.step,
                 id: node.change.id.clone(),
                 status: "failed",
-                error: Some("not started: its ordering depends on itself (a cycle between steps)".into()),
+                error: Some(
+                    "not started: its ordering depends on itself (a cycle between steps)".into(),
+                ),
                 seconds: 0.0,
             });
         }
@@ -176,34 +237,65 @@ pub async fn run(cx: &Cx, desired: &[Resource], live: &[Live], changes: &[Change
     outcomes
 }
 
-async fn execute(cx: &Cx, node: &Node<'_>, by_address: &HashMap<&Address, &Resource>, ids: &Mutex<HashMap<Address, String>>) -> anyhow::Result<Option<String>> {
+async fn execute(
+    cx: &Cx,
+    node: &Node<'_>,
+    by_address: &HashMap<&Address, &Resource>,
+    ids: &Mutex<HashMap<Address, String>>,
+) -> anyhow::Result<Option<String>> {
     let kind = kinds::by_name(&node.change.address.kind).expect("changes only hold known kinds");
     let desired = || -> anyhow::Result<Desired> {
-        let r = by_address.get(&node.change.address).ok_or_else(|| anyhow::anyhow!("{} is not in the plan", node.change.address))?;
+        let r = by_address
+            .get(&node.change.address)
+            .ok_or_else(|| anyhow::anyhow!("{} is not in the plan", node.change.address))?;
         let known = ids.lock().unwrap();
-        let attrs: crate::model::Attrs = r.attrs.iter().map(|(k, v)| (k.clone(), v.resolve(&|a| known.get(a).cloned()))).collect();
+        let attrs: crate::model::Attrs = r
+            .attrs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.resolve(&|a| known.get(a).cloned())))
+            .collect();
         if let Some((k, _)) = attrs.iter().find(|(_, v)| v.contains_unknown()) {
             anyhow::bail!("{}: `{k}` refers to a resource that has no id", r.address);
         }
-        Ok(Desired { address: r.address.clone(), attrs, tags: r.tags.clone() })
+        Ok(Desired {
+            address: r.address.clone(),
+            attrs,
+            tags: r.tags.clone(),
+        })
     };
-    cx.progress.line(&format!("{} {}: {}...", symbol(node.step), node.change.address, present(node.step)));
+    cx.progress.line(&format!(
+        "{} {}: {}...",
+        symbol(node.step),
+        node.change.address,
+        present(node.step)
+    ));
     match node.step {
         Step::Create => {
             let want = desired()?;
             let created = kind.create(cx, &want).await?;
-            ids.lock().unwrap().insert(want.address.clone(), created.id.clone());
+            ids.lock()
+                .unwrap()
+                .insert(want.address.clone(), created.id.clone());
             Ok(Some(created.id))
         }
         Step::Update => {
             let want = desired()?;
-            let live = node.live.ok_or_else(|| anyhow::anyhow!("{} vanished", node.change.address))?;
-            let changed: Vec<String> = node.change.attributes.iter().map(|a| a.name.clone()).collect();
+            let live = node
+                .live
+                .ok_or_else(|| anyhow::anyhow!("{} vanished", node.change.address))?;
+            let changed: Vec<String> = node
+                .change
+                .attributes
+                .iter()
+                .map(|a| a.name.clone())
+                .collect();
             kind.update(cx, &want, live, &changed).await?;
             Ok(Some(live.id.clone()))
         }
         Step::Delete => {
-            let live = node.live.ok_or_else(|| anyhow::anyhow!("{} vanished", node.change.address))?;
+            let live = node
+                .live
+                .ok_or_else(|| anyhow::anyhow!("{} vanished", node.change.address))?;
             kind.delete(cx, live).await?;
             Ok(Some(live.id.clone()))
         }

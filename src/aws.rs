@@ -131,7 +131,9 @@ pub fn error_code(e: &anyhow::Error) -> Option<&str> {
 
 /// `InvalidVpcID.NotFound` and friends: what EC2 answers for a while after a create.
 pub fn is_not_found(e: &anyhow::Error) -> bool {
-    error_code(e).is_some_and(|c| c.ends_with(".NotFound") || c.ends_with("NotFoundException") || c == "NotFoundException")
+    error_code(e).is_some_and(|c| {
+        c.ends_with(".NotFound") || c.ends_with("NotFoundException") || c == "NotFoundException"
+    })
 }
 
 /// Retries an operation on a resource created moments ago while AWS still says it does not exist.
@@ -164,7 +166,9 @@ where
     let mut delay = Duration::from_millis(500);
     loop {
         match op().await {
-            Err(e) if error_code(&e) == Some("DependencyViolation") && start.elapsed() < timeout => {
+            Err(e)
+                if error_code(&e) == Some("DependencyViolation") && start.elapsed() < timeout =>
+            {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(15));
             }

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const DEFAULT_PLAN: &str = "plans/taskstream.toml";
 
 #[derive(Parser, Debug)]
-#[command(name = "tsprov", version, about = "Provision the TaskStream AI platform on AWS: plan files in, AWS SDK calls out, no state file")]
+#[command(
+    name = "tsprov",
+    version,
+    about = "Provision the TaskStream AI platform on AWS: plan files in, AWS SDK calls out, no state file"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

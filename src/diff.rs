@@ -67,7 +67,12 @@ fn canonical(v: Value, set: bool) -> Value {
 }
 
 fn tags_value(tags: &BTreeMap<String, String>) -> Value {
-    Value::Map(tags.iter().filter(|(k, _)| !k.starts_with("aws:")).map(|(k, v)| (k.clone(), Value::Str(v.clone()))).collect())
+    Value::Map(
+        tags.iter()
+            .filter(|(k, _)| !k.starts_with("aws:"))
+            .map(|(k, v)| (k.clone(), Value::Str(v.clone())))
+            .collect(),
+    )
 }
 
 /// The changes that bring one region's live resources to the desired ones, dependencies first.
@@ -76,44 +81,88 @@ pub fn diff(desired: &[Resource], live: &[Live]) -> Vec<Change> {
     let mut changes = Vec::new();
     for l in live {
         // A second live resource with the same address (a create retried after a crash) goes.
-        if live_by_address.insert(&l.address, l).is_some() && kinds::by_name(&l.address.kind).is_some() {
+        if live_by_address.insert(&l.address, l).is_some()
+            && kinds::by_name(&l.address.kind).is_some()
+        {
             changes.push(delete(l));
         }
     }
     let graph = Graph::build(desired);
     let order = graph.order().expect("plans are checked for cycles");
-    let by_address: HashMap<&Address, &Resource> = desired.iter().map(|r| (&r.address, r)).collect();
+    let by_address: HashMap<&Address, &Resource> =
+        desired.iter().map(|r| (&r.address, r)).collect();
     let mut renewed: HashSet<Address> = HashSet::new();
     for address in &order {
         let want = by_address[address];
         let kind = kinds::by_name(&address.kind).expect("plans only hold known kinds");
-        let id_of = |a: &Address| if renewed.contains(a) { None } else { live_by_address.get(a).map(|l| l.id.clone()) };
+        let id_of = |a: &Address| {
+            if renewed.contains(a) {
+                None
+            } else {
+                live_by_address.get(a).map(|l| l.id.clone())
+            }
+        };
         let Some(have) = live_by_address.get(address) else {
             let attributes = want
                 .attrs
                 .iter()
-                .map(|(name, v)| AttrChange { name: name.clone(), old: None, new: Some(v.resolve(&id_of)), forces_replacement: false, added: vec![], removed: vec![] })
+                .map(|(name, v)| AttrChange {
+                    name: name.clone(),
+                    old: None,
+                    new: Some(v.resolve(&id_of)),
+                    forces_replacement: false,
+                    added: vec![],
+                    removed: vec![],
+                })
                 .collect();
             renewed.insert(address.clone());
-            changes.push(Change { address: address.clone(), action: Action::Create, id: None, attributes });
+            changes.push(Change {
+                address: address.clone(),
+                action: Action::Create,
+                id: None,
+                attributes,
+            });
             continue;
         };
         let mut attributes = Vec::new();
         for field in kind.fields() {
-            let Some(want_value) = want.attrs.get(field.name) else { continue };
+            let Some(want_value) = want.attrs.get(field.name) else {
+                continue;
+            };
             let new = canonical(want_value.resolve(&id_of), field.set);
-            let old = have.attrs.get(field.name).cloned().map(|v| canonical(v, field.set));
+            let old = have
+                .attrs
+                .get(field.name)
+                .cloned()
+                .map(|v| canonical(v, field.set));
             if old.as_ref() == Some(&new) {
                 continue;
             }
             let (added, removed) = match (&old, &new, field.set) {
-                (Some(Value::List(o)), Value::List(n), true) => (n.iter().filter(|v| !o.contains(v)).cloned().collect(), o.iter().filter(|v| !n.contains(v)).cloned().collect()),
+                (Some(Value::List(o)), Value::List(n), true) => (
+                    n.iter().filter(|v| !o.contains(v)).cloned().collect(),
+                    o.iter().filter(|v| !n.contains(v)).cloned().collect(),
+                ),
                 _ => (vec![], vec![]),
             };
-            attributes.push(AttrChange { name: field.name.to_string(), old, new: Some(new), forces_replacement: field.replace, added, removed });
+            attributes.push(AttrChange {
+                name: field.name.to_string(),
+                old,
+                new: Some(new),
+                forces_replacement: field.replace,
+                added,
+                removed,
+            });
         }
         if kind.taggable() && tags_value(&want.tags) != tags_value(&have.tags) {
-            attributes.push(AttrChange { name: "tags".into(), old: Some(tags_value(&have.tags)), new: Some(tags_value(&want.tags)), forces_replacement: false, added: vec![], removed: vec![] });
+            attributes.push(AttrChange {
+                name: "tags".into(),
+                old: Some(tags_value(&have.tags)),
+                new: Some(tags_value(&want.tags)),
+                forces_replacement: false,
+                added: vec![],
+                removed: vec![],
+            });
         }
         if attributes.is_empty() {
             continue;
@@ -124,7 +173,12 @@ pub fn diff(desired: &[Resource], live: &[Live]) -> Vec<Change> {
         } else {
             Action::Update
         };
-        changes.push(Change { address: address.clone(), action, id: Some(have.id.clone()), attributes });
+        changes.push(Change {
+            address: address.clone(),
+            action,
+            id: Some(have.id.clone()),
+            attributes,
+        });
     }
     for l in live_by_address.values() {
         if !by_address.contains_key(&l.address) && kinds::by_name(&l.address.kind).is_some() {
@@ -135,7 +189,12 @@ pub fn diff(desired: &[Resource], live: &[Live]) -> Vec<Change> {
 }
 
 fn delete(l: &Live) -> Change {
-    Change { address: l.address.clone(), action: Action::Delete, id: Some(l.id.clone()), attributes: vec![] }
+    Change {
+        address: l.address.clone(),
+        action: Action::Delete,
+        id: Some(l.id.clone()),
+        attributes: vec![],
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

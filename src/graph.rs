@@ -47,24 +47,43 @@ impl Graph {
 
     /// Dependencies first; `None` when there is a cycle.
     pub fn order(&self) -> Option<Vec<Address>> {
-        toposort(&self.graph, None).ok().map(|o| o.into_iter().map(|n| self.graph[n].clone()).collect())
+        toposort(&self.graph, None)
+            .ok()
+            .map(|o| o.into_iter().map(|n| self.graph[n].clone()).collect())
     }
 
     pub fn dot(&self, region: &str, out: &mut String) {
-        let _ = writeln!(out, "  subgraph \"cluster_{region}\" {{\n    label = \"{region}\";");
+        let _ = writeln!(
+            out,
+            "  subgraph \"cluster_{region}\" {{\n    label = \"{region}\";"
+        );
         for n in self.graph.node_indices() {
-            let _ = writeln!(out, "    \"{region}/{}\" [label=\"{}\"];", self.graph[n], self.graph[n]);
+            let _ = writeln!(
+                out,
+                "    \"{region}/{}\" [label=\"{}\"];",
+                self.graph[n], self.graph[n]
+            );
         }
         for e in self.graph.edge_indices() {
             let (a, b) = self.graph.edge_endpoints(e).unwrap();
             // Arrows read "needs": dependent -> dependency.
-            let _ = writeln!(out, "    \"{region}/{}\" -> \"{region}/{}\";", self.graph[b], self.graph[a]);
+            let _ = writeln!(
+                out,
+                "    \"{region}/{}\" -> \"{region}/{}\";",
+                self.graph[b], self.graph[a]
+            );
         }
         out.push_str("  }\n");
     }
 
     pub fn mermaid(&self, region: &str, out: &mut String) {
-        let id = |a: &Address| format!("{}_{}", region.replace('-', "_"), a.to_string().replace(['.', '[', ']', '-'], "_"));
+        let id = |a: &Address| {
+            format!(
+                "{}_{}",
+                region.replace('-', "_"),
+                a.to_string().replace(['.', '[', ']', '-'], "_")
+            )
+        };
         let _ = writeln!(out, "  subgraph {}[\"{region}\"]", region.replace('-', "_"));
         for n in self.graph.node_indices() {
             let _ = writeln!(out, "    {}[\"{}\"]", id(&self.graph[n]), self.graph[n]);

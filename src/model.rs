@@ -71,19 +71,40 @@ impl TryFrom<String> for Address {
 
 /// An attribute value, desired or live. `Ref` only occurs in desired state: it
 /// names another resource whose AWS id is filled in at diff/apply time.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Value {
     Bool(bool),
     Int(i64),
     Str(String),
     List(Vec<Value>),
     Map(BTreeMap<String, Value>),
-    #[serde(skip)]
     Ref(Address),
     /// A value only AWS can tell, after the referenced resource is created.
-    #[serde(skip)]
     Unknown,
+}
+
+/// JSON form: plain values as themselves, `{"ref": "vpc.main"}`, `{"unknown": true}`.
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::Str(v) => s.serialize_str(v),
+            Value::List(l) => l.serialize(s),
+            Value::Map(m) => m.serialize(s),
+            Value::Ref(a) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("ref", &a.to_string())?;
+                m.end()
+            }
+            Value::Unknown => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("unknown", &true)?;
+                m.end()
+            }
+        }
+    }
 }
 
 impl Value {
@@ -209,7 +230,10 @@ pub struct Resource {
 impl Resource {
     /// The place of a field's value, or of the block when the field was defaulted.
     pub fn span_of(&self, field: &str) -> Span {
-        self.field_spans.get(field).cloned().unwrap_or_else(|| self.span.clone())
+        self.field_spans
+            .get(field)
+            .cloned()
+            .unwrap_or_else(|| self.span.clone())
     }
 }
 

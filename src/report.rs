@@ -19,14 +19,25 @@ pub struct Progress {
 impl Progress {
     pub fn new(region: &str, start: Instant) -> Progress {
         // Waiters report every 15 s unless TSPROV_PROGRESS_SECONDS says otherwise.
-        let secs = std::env::var("TSPROV_PROGRESS_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(15.0);
-        Progress { region: region.to_string(), start, interval: Duration::from_secs_f64(secs) }
+        let secs = std::env::var("TSPROV_PROGRESS_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(15.0);
+        Progress {
+            region: region.to_string(),
+            start,
+            interval: Duration::from_secs_f64(secs),
+        }
     }
     pub fn interval(&self) -> Duration {
         self.interval
     }
     pub fn line(&self, msg: &str) {
-        eprintln!("[{:>6.1}s {}] {msg}", self.start.elapsed().as_secs_f64(), self.region);
+        eprintln!(
+            "[{:>6.1}s {}] {msg}",
+            self.start.elapsed().as_secs_f64(),
+            self.region
+        );
     }
 }
 
@@ -46,9 +57,21 @@ pub fn plan_text(regions: &[RegionPlan]) -> String {
             out.push_str("  no changes\n");
         }
         for c in &r.changes {
-            let id = c.id.as_deref().map(|i| format!(" ({i})")).unwrap_or_default();
-            let forced: Vec<&str> = c.attributes.iter().filter(|a| a.forces_replacement).map(|a| a.name.as_str()).collect();
-            let why = if c.action == Action::Replace { format!("  # {} forces replacement", forced.join(", ")) } else { String::new() };
+            let id =
+                c.id.as_deref()
+                    .map(|i| format!(" ({i})"))
+                    .unwrap_or_default();
+            let forced: Vec<&str> = c
+                .attributes
+                .iter()
+                .filter(|a| a.forces_replacement)
+                .map(|a| a.name.as_str())
+                .collect();
+            let why = if c.action == Action::Replace {
+                format!("  # {} forces replacement", forced.join(", "))
+            } else {
+                String::new()
+            };
             let _ = writeln!(out, "  {:>3} {}{id}{why}", c.action.symbol(), c.address);
             for a in &c.attributes {
                 render_attr(&mut out, c.action, a);
@@ -68,7 +91,11 @@ pub fn plan_text(regions: &[RegionPlan]) -> String {
 }
 
 fn render_attr(out: &mut String, action: Action, a: &AttrChange) {
-    let mark = if a.forces_replacement && action == Action::Replace { "  # forces replacement" } else { "" };
+    let mark = if a.forces_replacement && action == Action::Replace {
+        "  # forces replacement"
+    } else {
+        ""
+    };
     match (action, &a.old, &a.new) {
         (Action::Create, _, Some(new)) => {
             let _ = writeln!(out, "        {:<24} = {}", a.name, new.render());
@@ -83,22 +110,46 @@ fn render_attr(out: &mut String, action: Action, a: &AttrChange) {
             }
         }
         (_, old, new) => {
-            let show = |v: &Option<crate::model::Value>| v.as_ref().map(|v| v.render()).unwrap_or_else(|| "(none)".into());
-            let _ = writeln!(out, "        {}: {} -> {}{mark}", a.name, show(old), show(new));
+            let show = |v: &Option<crate::model::Value>| {
+                v.as_ref()
+                    .map(|v| v.render())
+                    .unwrap_or_else(|| "(none)".into())
+            };
+            let _ = writeln!(
+                out,
+                "        {}: {} -> {}{mark}",
+                a.name,
+                show(old),
+                show(new)
+            );
         }
     }
 }
 
 pub fn summary_line(s: &Summary) -> String {
-    format!("{} to add, {} to change, {} to replace, {} to destroy.", s.add, s.change, s.replace, s.destroy)
+    format!(
+        "{} to add, {} to change, {} to replace, {} to destroy.",
+        s.add, s.change, s.replace, s.destroy
+    )
 }
 
 /// What apply or destroy did, per region.
 pub fn outcome_text(region: &str, outcomes: &[Outcome]) -> String {
     let count = |status: &str| outcomes.iter().filter(|o| o.status == status).count();
-    let mut out = format!("{region}: {} done, {} failed, {} skipped\n", count("ok"), count("failed"), count("skipped"));
+    let mut out = format!(
+        "{region}: {} done, {} failed, {} skipped\n",
+        count("ok"),
+        count("failed"),
+        count("skipped")
+    );
     for o in outcomes.iter().filter(|o| o.status != "ok") {
-        let _ = writeln!(out, "  {} {}: {}", o.status, o.address, o.error.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            out,
+            "  {} {}: {}",
+            o.status,
+            o.address,
+            o.error.as_deref().unwrap_or("")
+        );
     }
     out
 }

@@ -37,14 +37,26 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Validate { plan, stack } => {
             let stack = plan::load(&plan, stack.as_deref())?;
             let count: usize = stack.regions.values().map(Vec::len).sum();
-            println!("{}: valid: stack {}, {} regions, {count} resources", plan.display(), stack.name, stack.regions.len());
+            println!(
+                "{}: valid: stack {}, {} regions, {count} resources",
+                plan.display(),
+                stack.name,
+                stack.regions.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Graph { plan, format, stack } => {
+        Command::Graph {
+            plan,
+            format,
+            stack,
+        } => {
             let stack = plan::load(&plan, stack.as_deref())?;
             let mut out = String::new();
             match format {
-                GraphFormat::Dot => out.push_str(&format!("digraph \"{}\" {{\n  rankdir = LR;\n  node [shape=box];\n", stack.name)),
+                GraphFormat::Dot => out.push_str(&format!(
+                    "digraph \"{}\" {{\n  rankdir = LR;\n  node [shape=box];\n",
+                    stack.name
+                )),
                 GraphFormat::Mermaid => out.push_str("flowchart LR\n"),
             }
             for (region, resources) in &stack.regions {
@@ -60,23 +72,42 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             print!("{out}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plan { common, json, out, detailed_exitcode } => {
+        Command::Plan {
+            common,
+            json,
+            out,
+            detailed_exitcode,
+        } => {
             let session = Session::open(&common, false).await?;
             let plans = session.region_plans();
             if json {
-                println!("{}", serde_json::to_string_pretty(&session.plan_json(&plans))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&session.plan_json(&plans))?
+                );
             } else {
                 print!("{}", report::plan_text(&plans));
                 println!("AWS API calls: {}", session.calls.total());
             }
             if let Some(path) = out {
                 session.save(&path, &common)?;
-                eprintln!("Saved the plan to {}; apply it with: tsprov apply {}", path.display(), path.display());
+                eprintln!(
+                    "Saved the plan to {}; apply it with: tsprov apply {}",
+                    path.display(),
+                    path.display()
+                );
             }
             let changes = plans.iter().any(|p| !p.summary.is_empty());
-            Ok(if detailed_exitcode && changes { ExitCode::from(2) } else { ExitCode::SUCCESS })
+            Ok(if detailed_exitcode && changes {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Command::Apply { common, auto_approve } => {
+        Command::Apply {
+            common,
+            auto_approve,
+        } => {
             let (common, saved) = match SavedPlan::read_if_saved(&common.plan)? {
                 Some(saved) => (saved.common(&common), Some(saved)),
                 None => (common, None),
@@ -87,7 +118,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             execute(session, auto_approve || saved.is_some(), "apply").await
         }
-        Command::Destroy { common, auto_approve } => {
+        Command::Destroy {
+            common,
+            auto_approve,
+        } => {
             let session = Session::open(&common, true).await?;
             execute(session, auto_approve, "destroy").await
         }
@@ -118,8 +152,17 @@ async fn execute(session: Session, auto_approve: bool, verb: &str) -> Result<Exi
         failed |= outcomes.iter().any(|o| o.status != "ok");
         print!("{}", report::outcome_text(region, outcomes));
     }
-    println!("{verb} {} in {:.1}s ({} AWS API calls in all)", if failed { "FAILED" } else { "complete" }, start.elapsed().as_secs_f64(), session.calls.total());
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    println!(
+        "{verb} {} in {:.1}s ({} AWS API calls in all)",
+        if failed { "FAILED" } else { "complete" },
+        start.elapsed().as_secs_f64(),
+        session.calls.total()
+    );
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn confirm(verb: &str) -> Result<bool> {
@@ -156,13 +199,25 @@ impl Session {
         let stack = plan::load(&common.plan, common.stack.as_deref())?;
         for r in &common.regions {
             if !stack.regions.contains_key(r) {
-                bail!("--region {r}: the plan has no such region (it declares {})", stack.regions.keys().cloned().collect::<Vec<_>>().join(", "));
+                bail!(
+                    "--region {r}: the plan has no such region (it declares {})",
+                    stack.regions.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
             }
         }
-        let selected: Vec<&String> = stack.regions.keys().filter(|r| common.regions.is_empty() || common.regions.contains(r)).collect();
+        let selected: Vec<&String> = stack
+            .regions
+            .keys()
+            .filter(|r| common.regions.is_empty() || common.regions.contains(r))
+            .collect();
         let calls = Arc::new(CallCounter::default());
         let start = Instant::now();
-        let env_secs = |name: &str, default: f64| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(default);
+        let env_secs = |name: &str, default: f64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(default)
+        };
         let reads = selected.iter().map(|region| {
             let calls = calls.clone();
             let stack = &stack;
@@ -172,23 +227,46 @@ impl Session {
                     region: region.to_string(),
                     aws: aws::clients(region, common.endpoint_url.as_deref(), calls).await,
                     progress: Progress::new(region, start),
-                    dependency_timeout: Duration::from_secs_f64(env_secs("TSPROV_DEPENDENCY_TIMEOUT", 300.0)),
+                    dependency_timeout: Duration::from_secs_f64(env_secs(
+                        "TSPROV_DEPENDENCY_TIMEOUT",
+                        300.0,
+                    )),
                     wait_scale: env_secs("TSPROV_WAIT_SCALE", 1.0),
                 };
-                let live = discover(&cx).await.with_context(|| format!("reading live state in {region}"))?;
-                let desired = if destroy { Vec::new() } else { stack.regions[*region].clone() };
+                let live = discover(&cx)
+                    .await
+                    .with_context(|| format!("reading live state in {region}"))?;
+                let desired = if destroy {
+                    Vec::new()
+                } else {
+                    stack.regions[*region].clone()
+                };
                 let changes = diff::diff(&desired, &live);
-                Ok::<_, anyhow::Error>(RegionState { cx, desired, live, changes })
+                Ok::<_, anyhow::Error>(RegionState {
+                    cx,
+                    desired,
+                    live,
+                    changes,
+                })
             }
         });
         let regions = futures::future::try_join_all(reads).await?;
-        Ok(Session { stack, regions, calls, parallelism: common.parallelism })
+        Ok(Session {
+            stack,
+            regions,
+            calls,
+            parallelism: common.parallelism,
+        })
     }
 
     fn region_plans(&self) -> Vec<RegionPlan> {
         self.regions
             .iter()
-            .map(|r| RegionPlan { region: r.cx.region.clone(), summary: Summary::of(&r.changes), changes: r.changes.clone() })
+            .map(|r| RegionPlan {
+                region: r.cx.region.clone(),
+                summary: Summary::of(&r.changes),
+                changes: r.changes.clone(),
+            })
             .collect()
     }
 
@@ -213,7 +291,11 @@ impl Session {
 
     /// A fingerprint of everything read from AWS: a saved plan applies only to the same live state.
     fn live_fingerprint(&self) -> u64 {
-        let mut all: Vec<(&str, &Live)> = self.regions.iter().flat_map(|r| r.live.iter().map(move |l| (r.cx.region.as_str(), l))).collect();
+        let mut all: Vec<(&str, &Live)> = self
+            .regions
+            .iter()
+            .flat_map(|r| r.live.iter().map(move |l| (r.cx.region.as_str(), l)))
+            .collect();
         all.sort_by(|a, b| (a.0, &a.1.address, &a.1.id).cmp(&(b.0, &b.1.address, &b.1.id)));
         plan::read::fnv(serde_json::to_string(&all).unwrap_or_default().as_bytes())
     }
@@ -228,14 +310,23 @@ impl Session {
             live_fingerprint: self.live_fingerprint(),
             plan: self.plan_json(&self.region_plans()),
         };
-        std::fs::write(path, serde_json::to_string_pretty(&saved)?).with_context(|| format!("writing {}", path.display()))
+        std::fs::write(path, serde_json::to_string_pretty(&saved)?)
+            .with_context(|| format!("writing {}", path.display()))
     }
 }
 
 /// Every live resource of the stack in one region: each kind's batched read, all at once.
 async fn discover(cx: &Cx) -> Result<Vec<Live>> {
-    let reads = kinds::registry().iter().map(|k| async move { k.discover(cx).await.with_context(|| format!("discovering {}", k.name())) });
-    Ok(futures::future::try_join_all(reads).await?.into_iter().flatten().collect())
+    let reads = kinds::registry().iter().map(|k| async move {
+        k.discover(cx)
+            .await
+            .with_context(|| format!("discovering {}", k.name()))
+    });
+    Ok(futures::future::try_join_all(reads)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 const SAVED_FORMAT: &str = "tsprov-saved-plan/1";
@@ -253,24 +344,43 @@ struct SavedPlan {
 
 impl SavedPlan {
     fn read_if_saved(path: &Path) -> Result<Option<SavedPlan>> {
-        let Ok(text) = std::fs::read_to_string(path) else { return Ok(None) };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Ok(None);
+        };
         if !text.trim_start().starts_with('{') {
             return Ok(None);
         }
-        let saved: SavedPlan = serde_json::from_str(&text).with_context(|| format!("{} is not a plan saved by `tsprov plan --out`", path.display()))?;
+        let saved: SavedPlan = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a plan saved by `tsprov plan --out`",
+                path.display()
+            )
+        })?;
         if saved.format != SAVED_FORMAT {
-            bail!("{}: saved plan format {:?} is not {SAVED_FORMAT:?}", path.display(), saved.format);
+            bail!(
+                "{}: saved plan format {:?} is not {SAVED_FORMAT:?}",
+                path.display(),
+                saved.format
+            );
         }
         Ok(Some(saved))
     }
 
     fn common(&self, given: &Common) -> Common {
-        Common { plan: self.plan_file.clone(), regions: self.regions.clone(), stack: Some(self.stack.clone()), ..given.clone() }
+        Common {
+            plan: self.plan_file.clone(),
+            regions: self.regions.clone(),
+            stack: Some(self.stack.clone()),
+            ..given.clone()
+        }
     }
 
     fn check_unchanged(&self, session: &Session) -> Result<()> {
         if session.stack.source_hash != self.source_hash {
-            bail!("{} changed since this plan was saved; run `tsprov plan --out` again", self.plan_file.display());
+            bail!(
+                "{} changed since this plan was saved; run `tsprov plan --out` again",
+                self.plan_file.display()
+            );
         }
         if session.live_fingerprint() != self.live_fingerprint {
             bail!("live state in AWS changed since this plan was saved; nothing was applied. Run `tsprov plan --out` again");
@@ -278,4 +388,3 @@ impl SavedPlan {
         Ok(())
     }
 }
-

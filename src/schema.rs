@@ -5,7 +5,10 @@
 #[derive(Clone, Copy, Debug)]
 pub enum Ty {
     Str,
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     Bool,
     /// An IPv4 or IPv6 CIDR block; in plan files also `{ within = "vpc.x", newbits, netnum }`.
     Cidr,

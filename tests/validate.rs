@@ -8,36 +8,66 @@ use std::process::Command;
 
 fn tsprov() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tsprov"));
-    c.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9").env("AWS_ACCESS_KEY_ID", "none").env("AWS_SECRET_ACCESS_KEY", "none");
+    c.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_ACCESS_KEY_ID", "none")
+        .env("AWS_SECRET_ACCESS_KEY", "none");
     c
 }
 
 #[test]
 fn reference_plan_is_valid() {
-    let out = tsprov().args(["validate", "plans/taskstream.toml"]).output().unwrap();
+    let out = tsprov()
+        .args(["validate", "plans/taskstream.toml"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}{stdout}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("valid: stack taskstream, 3 regions, 90 resources"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("valid: stack taskstream, 3 regions, 90 resources"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn every_broken_plan_fails_with_its_messages() {
     let dir = Path::new("tests/plans/invalid");
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(files.len() >= 15, "the corpus shrank: {files:?}");
     let mut failures = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
-        let expected: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# expect: ")).collect();
-        assert!(!expected.is_empty(), "{} has no # expect: line", file.display());
+        let expected: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .collect();
+        assert!(
+            !expected.is_empty(),
+            "{} has no # expect: line",
+            file.display()
+        );
         let out = tsprov().arg("validate").arg(file).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.code() != Some(1) {
-            failures.push(format!("{}: exit code {:?}, want 1", file.display(), out.status.code()));
+            failures.push(format!(
+                "{}: exit code {:?}, want 1",
+                file.display(),
+                out.status.code()
+            ));
         }
         if !out.stdout.is_empty() {
-            failures.push(format!("{}: printed on stdout: {}", file.display(), String::from_utf8_lossy(&out.stdout)));
+            failures.push(format!(
+                "{}: printed on stdout: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stdout)
+            ));
         }
         for e in expected {
             if !stderr.contains(e) {
@@ -51,20 +81,38 @@ fn every_broken_plan_fails_with_its_messages() {
 
 #[test]
 fn plan_with_invalid_file_makes_no_aws_call_and_exits_1() {
-    let out = tsprov().args(["plan", "tests/plans/invalid/many_problems.toml"]).output().unwrap();
+    let out = tsprov()
+        .args(["plan", "tests/plans/invalid/many_problems.toml"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("4 problems found; nothing was sent to AWS"), "{stderr}");
+    assert!(
+        stderr.contains("4 problems found; nothing was sent to AWS"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn graph_prints_dot_and_mermaid() {
-    let dot = tsprov().args(["graph", "plans/taskstream.toml"]).output().unwrap();
+    let dot = tsprov()
+        .args(["graph", "plans/taskstream.toml"])
+        .output()
+        .unwrap();
     let dot = String::from_utf8_lossy(&dot.stdout);
     assert!(dot.starts_with("digraph \"taskstream\""), "{dot}");
-    assert!(dot.contains("\"eu-west-1/nat_gateway.main[1]\" -> \"eu-west-1/subnet.public[1]\";"), "{dot}");
-    let mermaid = tsprov().args(["graph", "--format", "mermaid", "plans/taskstream.toml"]).output().unwrap();
+    assert!(
+        dot.contains("\"eu-west-1/nat_gateway.main[1]\" -> \"eu-west-1/subnet.public[1]\";"),
+        "{dot}"
+    );
+    let mermaid = tsprov()
+        .args(["graph", "--format", "mermaid", "plans/taskstream.toml"])
+        .output()
+        .unwrap();
     let mermaid = String::from_utf8_lossy(&mermaid.stdout);
     assert!(mermaid.starts_with("flowchart LR"), "{mermaid}");
-    assert!(mermaid.contains("us_east_1_route_table_private_0_ --> us_east_1_nat_gateway_main_0_"), "{mermaid}");
+    assert!(
+        mermaid.contains("us_east_1_route_table_private_0_ --> us_east_1_nat_gateway_main_0_"),
+        "{mermaid}"
+    );
 }

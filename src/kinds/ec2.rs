@@ -37,7 +37,12 @@ pub fn tag_spec(resource_type: ResourceType, tags: &BTreeMap<String, String>) ->
 
 pub fn tags_of(tags: &[Tag]) -> BTreeMap<String, String> {
     tags.iter()
-        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
         .collect()
 }
 

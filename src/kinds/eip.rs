@@ -25,11 +25,24 @@ impl Kind for Eip {
 
     async fn discover(&self, cx: &Cx) -> Result<Vec<Live>> {
         // DescribeAddresses is not paginated: one call returns them all.
-        let out = cx.aws.ec2.describe_addresses().filters(stack_filter(&cx.stack)).send().await.map_err(api("DescribeAddresses"))?;
+        let out = cx
+            .aws
+            .ec2
+            .describe_addresses()
+            .filters(stack_filter(&cx.stack))
+            .send()
+            .await
+            .map_err(api("DescribeAddresses"))?;
         Ok(out
             .addresses()
             .iter()
-            .filter_map(|a| Live::from_tags(a.allocation_id().unwrap_or_default(), tags_of(a.tags()), Attrs::new()))
+            .filter_map(|a| {
+                Live::from_tags(
+                    a.allocation_id().unwrap_or_default(),
+                    tags_of(a.tags()),
+                    Attrs::new(),
+                )
+            })
             .collect())
     }
 
@@ -43,10 +56,21 @@ impl Kind for Eip {
             .send()
             .await
             .map_err(api("AllocateAddress"))?;
-        Ok(Live::from_tags(out.allocation_id().unwrap_or_default(), want.tags.clone(), want.attrs.clone()).expect("desired tags carry the address"))
+        Ok(Live::from_tags(
+            out.allocation_id().unwrap_or_default(),
+            want.tags.clone(),
+            want.attrs.clone(),
+        )
+        .expect("desired tags carry the address"))
     }
 
-    async fn update(&self, cx: &Cx, want: &Desired, live: &Live, _changed: &[String]) -> Result<()> {
+    async fn update(
+        &self,
+        cx: &Cx,
+        want: &Desired,
+        live: &Live,
+        _changed: &[String],
+    ) -> Result<()> {
         update_tags(cx, &live.id, &live.tags, &want.tags).await
     }
 
@@ -54,12 +78,24 @@ impl Kind for Eip {
         // A NAT gateway being deleted keeps its address for a moment.
         let start = Instant::now();
         loop {
-            let result = cx.aws.ec2.release_address().allocation_id(&live.id).send().await.map_err(api("ReleaseAddress"));
+            let result = cx
+                .aws
+                .ec2
+                .release_address()
+                .allocation_id(&live.id)
+                .send()
+                .await
+                .map_err(api("ReleaseAddress"));
             match result {
                 Ok(_) => return Ok(()),
-                Err(e) if matches!(error_code(&e), Some("InvalidAllocationID.NotFound")) => return Ok(()),
-                Err(e) if matches!(error_code(&e), Some("InvalidIPAddress.InUse" | "AuthFailure" | "DependencyViolation"))
-                    && start.elapsed() < cx.dependency_timeout =>
+                Err(e) if matches!(error_code(&e), Some("InvalidAllocationID.NotFound")) => {
+                    return Ok(())
+                }
+                Err(e)
+                    if matches!(
+                        error_code(&e),
+                        Some("InvalidIPAddress.InUse" | "AuthFailure" | "DependencyViolation")
+                    ) && start.elapsed() < cx.dependency_timeout =>
                 {
                     tokio::time::sleep(Duration::from_secs(2)).await
                 }

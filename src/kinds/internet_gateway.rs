@@ -12,7 +12,11 @@ use crate::schema::{Field, Ty};
 
 pub struct InternetGateway;
 
-const FIELDS: &[Field] = &[Field::new("vpc", Ty::Ref(&["vpc"]), "the VPC it is attached to")];
+const FIELDS: &[Field] = &[Field::new(
+    "vpc",
+    Ty::Ref(&["vpc"]),
+    "the VPC it is attached to",
+)];
 
 #[async_trait]
 impl Kind for InternetGateway {
@@ -38,10 +42,18 @@ impl Kind for InternetGateway {
         Ok(igws
             .iter()
             .filter_map(|g| {
-                let vpc = g.attachments().first().and_then(|a| a.vpc_id()).unwrap_or_default();
+                let vpc = g
+                    .attachments()
+                    .first()
+                    .and_then(|a| a.vpc_id())
+                    .unwrap_or_default();
                 let mut attrs = Attrs::new();
                 attrs.insert("vpc".into(), Value::str(vpc));
-                Live::from_tags(g.internet_gateway_id().unwrap_or_default(), tags_of(g.tags()), attrs)
+                Live::from_tags(
+                    g.internet_gateway_id().unwrap_or_default(),
+                    tags_of(g.tags()),
+                    attrs,
+                )
             })
             .collect())
     }
@@ -55,14 +67,23 @@ impl Kind for InternetGateway {
             .send()
             .await
             .map_err(api("CreateInternetGateway"))?;
-        let id = out.internet_gateway().and_then(|g| g.internet_gateway_id()).unwrap_or_default().to_string();
+        let id = out
+            .internet_gateway()
+            .and_then(|g| g.internet_gateway_id())
+            .unwrap_or_default()
+            .to_string();
         attach(cx, &id, want.str("vpc")).await?;
-        Ok(Live::from_tags(id, want.tags.clone(), want.attrs.clone()).expect("desired tags carry the address"))
+        Ok(Live::from_tags(id, want.tags.clone(), want.attrs.clone())
+            .expect("desired tags carry the address"))
     }
 
     async fn update(&self, cx: &Cx, want: &Desired, live: &Live, changed: &[String]) -> Result<()> {
         if changed.iter().any(|c| c == "vpc") {
-            let old = live.attrs.get("vpc").and_then(Value::as_str).unwrap_or_default();
+            let old = live
+                .attrs
+                .get("vpc")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if !old.is_empty() {
                 detach(cx, &live.id, old).await?;
             }
@@ -75,12 +96,23 @@ impl Kind for InternetGateway {
     }
 
     async fn delete(&self, cx: &Cx, live: &Live) -> Result<()> {
-        let vpc = live.attrs.get("vpc").and_then(Value::as_str).unwrap_or_default();
+        let vpc = live
+            .attrs
+            .get("vpc")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !vpc.is_empty() {
             detach(cx, &live.id, vpc).await?;
         }
         let result = while_dependency_violation(cx.dependency_timeout, || async {
-            cx.aws.ec2.delete_internet_gateway().internet_gateway_id(&live.id).send().await.map_err(api("DeleteInternetGateway")).map(|_| ())
+            cx.aws
+                .ec2
+                .delete_internet_gateway()
+                .internet_gateway_id(&live.id)
+                .send()
+                .await
+                .map_err(api("DeleteInternetGateway"))
+                .map(|_| ())
         })
         .await;
         match result {
@@ -92,7 +124,14 @@ impl Kind for InternetGateway {
 
 async fn attach(cx: &Cx, id: &str, vpc: &str) -> Result<()> {
     eventually(|| async {
-        cx.aws.ec2.attach_internet_gateway().internet_gateway_id(id).vpc_id(vpc).send().await.map_err(api("AttachInternetGateway"))
+        cx.aws
+            .ec2
+            .attach_internet_gateway()
+            .internet_gateway_id(id)
+            .vpc_id(vpc)
+            .send()
+            .await
+            .map_err(api("AttachInternetGateway"))
     })
     .await?;
     Ok(())
@@ -101,11 +140,26 @@ async fn attach(cx: &Cx, id: &str, vpc: &str) -> Result<()> {
 /// Detaching fails with DependencyViolation while public addresses (NAT gateways) remain in the VPC.
 async fn detach(cx: &Cx, id: &str, vpc: &str) -> Result<()> {
     let result = while_dependency_violation(cx.dependency_timeout, || async {
-        cx.aws.ec2.detach_internet_gateway().internet_gateway_id(id).vpc_id(vpc).send().await.map_err(api("DetachInternetGateway")).map(|_| ())
+        cx.aws
+            .ec2
+            .detach_internet_gateway()
+            .internet_gateway_id(id)
+            .vpc_id(vpc)
+            .send()
+            .await
+            .map_err(api("DetachInternetGateway"))
+            .map(|_| ())
     })
     .await;
     match result {
-        Err(e) if matches!(error_code(&e), Some("Gateway.NotAttached" | "InvalidInternetGatewayID.NotFound")) => Ok(()),
+        Err(e)
+            if matches!(
+                error_code(&e),
+                Some("Gateway.NotAttached" | "InvalidInternetGatewayID.NotFound")
+            ) =>
+        {
+            Ok(())
+        }
         other => other,
     }
 }

@@ -21,8 +21,10 @@ pub struct KmsKey;
 const DELETION_WINDOW_DAYS: i32 = 30;
 
 const FIELDS: &[Field] = &[
-    Field::new("description", Ty::Str, "what the key protects").default(Default::Str("Managed by tsprov")),
-    Field::new("enable_key_rotation", Ty::Bool, "yearly automatic rotation").default(Default::Bool(true)),
+    Field::new("description", Ty::Str, "what the key protects")
+        .default(Default::Str("Managed by tsprov")),
+    Field::new("enable_key_rotation", Ty::Bool, "yearly automatic rotation")
+        .default(Default::Bool(true)),
 ];
 
 pub fn alias_name(stack: &str, address: &Address) -> String {
@@ -43,7 +45,16 @@ impl Kind for KmsKey {
 
     async fn discover(&self, cx: &Cx) -> Result<Vec<Live>> {
         let prefix = format!("alias/{}/", cx.stack);
-        let aliases = cx.aws.kms.list_aliases().into_paginator().items().send().try_collect().await.map_err(api("ListAliases"))?;
+        let aliases = cx
+            .aws
+            .kms
+            .list_aliases()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(api("ListAliases"))?;
         let keys: Vec<(String, String)> = aliases
             .iter()
             .filter(|a| a.alias_name().is_some_and(|n| n.starts_with(&prefix)))
@@ -73,7 +84,11 @@ impl Kind for KmsKey {
             }
             Ok(live)
         });
-        Ok(futures::future::try_join_all(reads).await?.into_iter().flatten().collect())
+        Ok(futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     async fn create(&self, cx: &Cx, want: &Desired) -> Result<Live> {
@@ -82,17 +97,31 @@ impl Kind for KmsKey {
             call = call.tags(Tag::builder().tag_key(k).tag_value(v).build()?);
         }
         let out = call.send().await.map_err(api("CreateKey"))?;
-        let meta = out.key_metadata().ok_or_else(|| anyhow::anyhow!("CreateKey returned no key"))?;
+        let meta = out
+            .key_metadata()
+            .ok_or_else(|| anyhow::anyhow!("CreateKey returned no key"))?;
         let key_id = meta.key_id().to_string();
         // The alias is how the key is found again: make it before anything else can fail.
         let alias = alias_name(&cx.stack, &want.address);
-        eventually(|| async { cx.aws.kms.create_alias().alias_name(&alias).target_key_id(&key_id).send().await.map_err(api("CreateAlias")) }).await?;
+        eventually(|| async {
+            cx.aws
+                .kms
+                .create_alias()
+                .alias_name(&alias)
+                .target_key_id(&key_id)
+                .send()
+                .await
+                .map_err(api("CreateAlias"))
+        })
+        .await?;
         if want.bool("enable_key_rotation") {
             set_rotation(cx, &key_id, true).await?;
         }
-        let mut live = Live::from_tags(&key_id, want.tags.clone(), want.attrs.clone()).expect("desired tags carry the address");
+        let mut live = Live::from_tags(&key_id, want.tags.clone(), want.attrs.clone())
+            .expect("desired tags carry the address");
         live.handles.insert("alias".into(), alias);
-        live.handles.insert("arn".into(), meta.arn().unwrap_or_default().to_string());
+        live.handles
+            .insert("arn".into(), meta.arn().unwrap_or_default().to_string());
         Ok(live)
     }
 
@@ -100,17 +129,50 @@ impl Kind for KmsKey {
         for field in changed {
             match field.as_str() {
                 "description" => {
-                    cx.aws.kms.update_key_description().key_id(&live.id).description(want.str("description")).send().await.map_err(api("UpdateKeyDescription"))?;
+                    cx.aws
+                        .kms
+                        .update_key_description()
+                        .key_id(&live.id)
+                        .description(want.str("description"))
+                        .send()
+                        .await
+                        .map_err(api("UpdateKeyDescription"))?;
                 }
-                "enable_key_rotation" => set_rotation(cx, &live.id, want.bool("enable_key_rotation")).await?,
+                "enable_key_rotation" => {
+                    set_rotation(cx, &live.id, want.bool("enable_key_rotation")).await?
+                }
                 "tags" => {
-                    let set: Vec<Tag> = want.tags.iter().filter(|(k, v)| live.tags.get(*k) != Some(*v)).map(|(k, v)| Tag::builder().tag_key(k).tag_value(v).build()).collect::<Result<_, _>>()?;
+                    let set: Vec<Tag> = want
+                        .tags
+                        .iter()
+                        .filter(|(k, v)| live.tags.get(*k) != Some(*v))
+                        .map(|(k, v)| Tag::builder().tag_key(k).tag_value(v).build())
+                        .collect::<Result<_, _>>()?;
                     if !set.is_empty() {
-                        cx.aws.kms.tag_resource().key_id(&live.id).set_tags(Some(set)).send().await.map_err(api("TagResource"))?;
+                        cx.aws
+                            .kms
+                            .tag_resource()
+                            .key_id(&live.id)
+                            .set_tags(Some(set))
+                            .send()
+                            .await
+                            .map_err(api("TagResource"))?;
                     }
-                    let removed: Vec<String> = live.tags.keys().filter(|k| !want.tags.contains_key(*k)).cloned().collect();
+                    let removed: Vec<String> = live
+                        .tags
+                        .keys()
+                        .filter(|k| !want.tags.contains_key(*k))
+                        .cloned()
+                        .collect();
                     if !removed.is_empty() {
-                        cx.aws.kms.untag_resource().key_id(&live.id).set_tag_keys(Some(removed)).send().await.map_err(api("UntagResource"))?;
+                        cx.aws
+                            .kms
+                            .untag_resource()
+                            .key_id(&live.id)
+                            .set_tag_keys(Some(removed))
+                            .send()
+                            .await
+                            .map_err(api("UntagResource"))?;
                     }
                 }
                 _ => {}
@@ -121,15 +183,39 @@ impl Kind for KmsKey {
 
     async fn delete(&self, cx: &Cx, live: &Live) -> Result<()> {
         if let Some(alias) = live.handles.get("alias") {
-            match cx.aws.kms.delete_alias().alias_name(alias).send().await.map_err(api("DeleteAlias")) {
+            match cx
+                .aws
+                .kms
+                .delete_alias()
+                .alias_name(alias)
+                .send()
+                .await
+                .map_err(api("DeleteAlias"))
+            {
                 Err(e) if error_code(&e) == Some("NotFoundException") => {}
                 other => {
                     other?;
                 }
             }
         }
-        match cx.aws.kms.schedule_key_deletion().key_id(&live.id).pending_window_in_days(DELETION_WINDOW_DAYS).send().await.map_err(api("ScheduleKeyDeletion")) {
-            Err(e) if matches!(error_code(&e), Some("NotFoundException" | "KMSInvalidStateException")) => Ok(()),
+        match cx
+            .aws
+            .kms
+            .schedule_key_deletion()
+            .key_id(&live.id)
+            .pending_window_in_days(DELETION_WINDOW_DAYS)
+            .send()
+            .await
+            .map_err(api("ScheduleKeyDeletion"))
+        {
+            Err(e)
+                if matches!(
+                    error_code(&e),
+                    Some("NotFoundException" | "KMSInvalidStateException")
+                ) =>
+            {
+                Ok(())
+            }
             other => other.map(|_| ()),
         }
     }
@@ -138,9 +224,23 @@ impl Kind for KmsKey {
 async fn set_rotation(cx: &Cx, key_id: &str, on: bool) -> Result<()> {
     eventually(|| async {
         if on {
-            cx.aws.kms.enable_key_rotation().key_id(key_id).send().await.map_err(api("EnableKeyRotation")).map(|_| ())
+            cx.aws
+                .kms
+                .enable_key_rotation()
+                .key_id(key_id)
+                .send()
+                .await
+                .map_err(api("EnableKeyRotation"))
+                .map(|_| ())
         } else {
-            cx.aws.kms.disable_key_rotation().key_id(key_id).send().await.map_err(api("DisableKeyRotation")).map(|_| ())
+            cx.aws
+                .kms
+                .disable_key_rotation()
+                .key_id(key_id)
+                .send()
+                .await
+                .map_err(api("DisableKeyRotation"))
+                .map(|_| ())
         }
     })
     .await

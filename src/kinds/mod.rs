@@ -75,7 +75,11 @@ pub struct Live {
 
 impl Live {
     /// Builds a live resource from its tags; `None` for one without a valid address tag.
-    pub fn from_tags(id: impl Into<String>, tags: BTreeMap<String, String>, attrs: Attrs) -> Option<Live> {
+    pub fn from_tags(
+        id: impl Into<String>,
+        tags: BTreeMap<String, String>,
+        attrs: Attrs,
+    ) -> Option<Live> {
         let address = Address::parse(tags.get(TAG_ADDRESS)?)?;
         Some(Live {
             address,
@@ -97,10 +101,16 @@ pub struct Desired {
 
 impl Desired {
     pub fn str(&self, field: &str) -> &str {
-        self.attrs.get(field).and_then(|v| v.as_str()).unwrap_or_default()
+        self.attrs
+            .get(field)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
     }
     pub fn bool(&self, field: &str) -> bool {
-        self.attrs.get(field).and_then(|v| v.as_bool()).unwrap_or(false)
+        self.attrs
+            .get(field)
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
     }
 }
 

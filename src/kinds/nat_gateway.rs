@@ -17,11 +17,20 @@ use crate::schema::{Default, Field, Ty};
 pub struct NatGateway;
 
 const FIELDS: &[Field] = &[
-    Field::new("subnet", Ty::Ref(&["subnet"]), "the public subnet it sits in").replace(),
+    Field::new(
+        "subnet",
+        Ty::Ref(&["subnet"]),
+        "the public subnet it sits in",
+    )
+    .replace(),
     Field::new("eip", Ty::Ref(&["eip"]), "its Elastic IP").replace(),
-    Field::new("connectivity_type", Ty::Enum(&["public", "private"]), "public (through the IGW) or private")
-        .default(Default::Str("public"))
-        .replace(),
+    Field::new(
+        "connectivity_type",
+        Ty::Enum(&["public", "private"]),
+        "public (through the IGW) or private",
+    )
+    .default(Default::Str("public"))
+    .replace(),
 ];
 
 const CREATE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -51,14 +60,37 @@ impl Kind for NatGateway {
         Ok(nats
             .iter()
             // Deleted and failed gateways linger in Describe for a while; they hold nothing.
-            .filter(|n| matches!(n.state(), Some(NatGatewayState::Pending | NatGatewayState::Available)))
+            .filter(|n| {
+                matches!(
+                    n.state(),
+                    Some(NatGatewayState::Pending | NatGatewayState::Available)
+                )
+            })
             .filter_map(|n| {
                 let mut attrs = Attrs::new();
-                attrs.insert("subnet".into(), Value::str(n.subnet_id().unwrap_or_default()));
-                let eip = n.nat_gateway_addresses().first().and_then(|a| a.allocation_id()).unwrap_or_default();
+                attrs.insert(
+                    "subnet".into(),
+                    Value::str(n.subnet_id().unwrap_or_default()),
+                );
+                let eip = n
+                    .nat_gateway_addresses()
+                    .first()
+                    .and_then(|a| a.allocation_id())
+                    .unwrap_or_default();
                 attrs.insert("eip".into(), Value::str(eip));
-                attrs.insert("connectivity_type".into(), Value::str(n.connectivity_type().map(|c| c.as_str()).unwrap_or("public")));
-                Live::from_tags(n.nat_gateway_id().unwrap_or_default(), tags_of(n.tags()), attrs)
+                attrs.insert(
+                    "connectivity_type".into(),
+                    Value::str(
+                        n.connectivity_type()
+                            .map(|c| c.as_str())
+                            .unwrap_or("public"),
+                    ),
+                );
+                Live::from_tags(
+                    n.nat_gateway_id().unwrap_or_default(),
+                    tags_of(n.tags()),
+                    attrs,
+                )
             })
             .collect())
     }
@@ -67,7 +99,15 @@ impl Kind for NatGateway {
         // Same stack, address and inputs -> same token: AWS returns the gateway of the first attempt.
         let token = format!(
             "tsprov-{:016x}",
-            fnv(format!("{}/{}/{}/{}/{}", cx.stack, cx.region, want.address, want.str("subnet"), want.str("eip")).as_bytes())
+            fnv(format!(
+                "{}/{}/{}/{}/{}",
+                cx.stack,
+                cx.region,
+                want.address,
+                want.str("subnet"),
+                want.str("eip")
+            )
+            .as_bytes())
         );
         let mut call = cx
             .aws
@@ -81,48 +121,89 @@ impl Kind for NatGateway {
             call = call.allocation_id(want.str("eip"));
         }
         let out = call.send().await.map_err(api("CreateNatGateway"))?;
-        let id = out.nat_gateway().and_then(|n| n.nat_gateway_id()).unwrap_or_default().to_string();
+        let id = out
+            .nat_gateway()
+            .and_then(|n| n.nat_gateway_id())
+            .unwrap_or_default()
+            .to_string();
         let what = format!("{} {id} to become available", want.address);
-        wait_until(&what, cx.wait_timeout(CREATE_TIMEOUT), &cx.progress, || async {
-            match state(cx, &id).await? {
-                Some((NatGatewayState::Available, _)) => Ok(Poll::Done),
-                Some((NatGatewayState::Failed, msg)) => bail!("{id} failed: {msg}"),
-                Some((s, _)) => Ok(Poll::Pending(s.as_str().to_string())),
-                None => Ok(Poll::Pending("not visible yet".into())),
-            }
-        })
+        wait_until(
+            &what,
+            cx.wait_timeout(CREATE_TIMEOUT),
+            &cx.progress,
+            || async {
+                match state(cx, &id).await? {
+                    Some((NatGatewayState::Available, _)) => Ok(Poll::Done),
+                    Some((NatGatewayState::Failed, msg)) => bail!("{id} failed: {msg}"),
+                    Some((s, _)) => Ok(Poll::Pending(s.as_str().to_string())),
+                    None => Ok(Poll::Pending("not visible yet".into())),
+                }
+            },
+        )
         .await?;
-        Ok(Live::from_tags(id, want.tags.clone(), want.attrs.clone()).expect("desired tags carry the address"))
+        Ok(Live::from_tags(id, want.tags.clone(), want.attrs.clone())
+            .expect("desired tags carry the address"))
     }
 
-    async fn update(&self, cx: &Cx, want: &Desired, live: &Live, _changed: &[String]) -> Result<()> {
+    async fn update(
+        &self,
+        cx: &Cx,
+        want: &Desired,
+        live: &Live,
+        _changed: &[String],
+    ) -> Result<()> {
         update_tags(cx, &live.id, &live.tags, &want.tags).await
     }
 
     async fn delete(&self, cx: &Cx, live: &Live) -> Result<()> {
-        match cx.aws.ec2.delete_nat_gateway().nat_gateway_id(&live.id).send().await.map_err(api("DeleteNatGateway")) {
+        match cx
+            .aws
+            .ec2
+            .delete_nat_gateway()
+            .nat_gateway_id(&live.id)
+            .send()
+            .await
+            .map_err(api("DeleteNatGateway"))
+        {
             Err(e) if error_code(&e) == Some("NatGatewayNotFound") => return Ok(()),
             other => other?,
         };
         let what = format!("{} {} to be deleted", live.address, live.id);
-        wait_until(&what, cx.wait_timeout(DELETE_TIMEOUT), &cx.progress, || async {
-            match state(cx, &live.id).await? {
-                None | Some((NatGatewayState::Deleted, _)) => Ok(Poll::Done),
-                Some((s, _)) => Ok(Poll::Pending(s.as_str().to_string())),
-            }
-        })
+        wait_until(
+            &what,
+            cx.wait_timeout(DELETE_TIMEOUT),
+            &cx.progress,
+            || async {
+                match state(cx, &live.id).await? {
+                    None | Some((NatGatewayState::Deleted, _)) => Ok(Poll::Done),
+                    Some((s, _)) => Ok(Poll::Pending(s.as_str().to_string())),
+                }
+            },
+        )
         .await
     }
 }
 
 /// The gateway's state and failure message; `None` when EC2 does not (or no longer) know it.
 async fn state(cx: &Cx, id: &str) -> Result<Option<(NatGatewayState, String)>> {
-    let out = eventually(|| async { cx.aws.ec2.describe_nat_gateways().nat_gateway_ids(id).send().await.map_err(api("DescribeNatGateways")) }).await;
+    let out = eventually(|| async {
+        cx.aws
+            .ec2
+            .describe_nat_gateways()
+            .nat_gateway_ids(id)
+            .send()
+            .await
+            .map_err(api("DescribeNatGateways"))
+    })
+    .await;
     let out = match out {
         Err(e) if error_code(&e) == Some("NatGatewayNotFound") => return Ok(None),
         other => other?,
     };
     Ok(out.nat_gateways().first().and_then(|n| {
-        Some((n.state()?.clone(), n.failure_message().unwrap_or_default().to_string()))
+        Some((
+            n.state()?.clone(),
+            n.failure_message().unwrap_or_default().to_string(),
+        ))
     }))
 }

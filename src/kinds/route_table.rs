@@ -17,15 +17,41 @@ use crate::schema::{Default, Field, Ty};
 pub struct RouteTable;
 
 const ROUTE: &[Field] = &[
-    Field::new("destination", Ty::Cidr, "the destination range, e.g. 0.0.0.0/0"),
-    Field::new("gateway", Ty::Ref(&["internet_gateway"]), "send to this internet gateway").default(Default::None),
-    Field::new("nat_gateway", Ty::Ref(&["nat_gateway"]), "send to this NAT gateway").default(Default::None),
+    Field::new(
+        "destination",
+        Ty::Cidr,
+        "the destination range, e.g. 0.0.0.0/0",
+    ),
+    Field::new(
+        "gateway",
+        Ty::Ref(&["internet_gateway"]),
+        "send to this internet gateway",
+    )
+    .default(Default::None),
+    Field::new(
+        "nat_gateway",
+        Ty::Ref(&["nat_gateway"]),
+        "send to this NAT gateway",
+    )
+    .default(Default::None),
 ];
 
 const FIELDS: &[Field] = &[
     Field::new("vpc", Ty::Ref(&["vpc"]), "the VPC it belongs to").replace(),
-    Field::new("routes", Ty::List(&Ty::Object(ROUTE)), "routes besides the VPC's local one").default(Default::EmptyList).set(),
-    Field::new("subnets", Ty::List(&Ty::Ref(&["subnet"])), "subnets associated with it").default(Default::EmptyList).set(),
+    Field::new(
+        "routes",
+        Ty::List(&Ty::Object(ROUTE)),
+        "routes besides the VPC's local one",
+    )
+    .default(Default::EmptyList)
+    .set(),
+    Field::new(
+        "subnets",
+        Ty::List(&Ty::Ref(&["subnet"])),
+        "subnets associated with it",
+    )
+    .default(Default::EmptyList)
+    .set(),
 ];
 
 type Routes = BTreeMap<String, Value>;
@@ -35,7 +61,12 @@ fn routes_by_destination(v: Option<&Value>) -> Routes {
     v.map(Value::as_list)
         .unwrap_or_default()
         .iter()
-        .filter_map(|r| Some((r.as_map()?.get("destination")?.as_str()?.to_string(), r.clone())))
+        .filter_map(|r| {
+            Some((
+                r.as_map()?.get("destination")?.as_str()?.to_string(),
+                r.clone(),
+            ))
+        })
         .collect()
 }
 
@@ -54,7 +85,12 @@ impl Kind for RouteTable {
 
     fn check(&self, r: &Resource, _region: &[Resource], diags: &mut Vec<Diagnostic>) {
         let mut seen = Vec::new();
-        for route in r.attrs.get("routes").map(Value::as_list).unwrap_or_default() {
+        for route in r
+            .attrs
+            .get("routes")
+            .map(Value::as_list)
+            .unwrap_or_default()
+        {
             let Some(m) = route.as_map() else { continue };
             let dest = m.get("destination").map(Value::render).unwrap_or_default();
             if m.contains_key("gateway") == m.contains_key("nat_gateway") {
@@ -64,7 +100,13 @@ impl Kind for RouteTable {
                 );
             }
             if seen.contains(&dest) {
-                diags.push(Diagnostic::new(r.span_of("routes"), format!("{}: two routes to {dest}", r.address)).help("keep one route per destination"));
+                diags.push(
+                    Diagnostic::new(
+                        r.span_of("routes"),
+                        format!("{}: two routes to {dest}", r.address),
+                    )
+                    .help("keep one route per destination"),
+                );
             }
             seen.push(dest);
         }
@@ -90,12 +132,16 @@ impl Kind for RouteTable {
                     .iter()
                     .filter(|r| r.origin() != Some(&RouteOrigin::CreateRouteTable))
                     .filter_map(|r| {
-                        let dest = r.destination_cidr_block().or(r.destination_ipv6_cidr_block())?;
+                        let dest = r
+                            .destination_cidr_block()
+                            .or(r.destination_ipv6_cidr_block())?;
                         let mut m = BTreeMap::new();
                         m.insert("destination".to_string(), Value::str(dest));
                         match (r.gateway_id(), r.nat_gateway_id()) {
                             (_, Some(nat)) => m.insert("nat_gateway".into(), Value::str(nat)),
-                            (Some(gw), _) if gw != "local" => m.insert("gateway".into(), Value::str(gw)),
+                            (Some(gw), _) if gw != "local" => {
+                                m.insert("gateway".into(), Value::str(gw))
+                            }
                             _ => return None,
                         };
                         Some(Value::Map(m))
@@ -104,7 +150,9 @@ impl Kind for RouteTable {
                 let mut subnets = Vec::new();
                 let mut handles = BTreeMap::new();
                 for a in t.associations().iter().filter(|a| a.main() != Some(true)) {
-                    if let (Some(subnet), Some(assoc)) = (a.subnet_id(), a.route_table_association_id()) {
+                    if let (Some(subnet), Some(assoc)) =
+                        (a.subnet_id(), a.route_table_association_id())
+                    {
                         subnets.push(Value::str(subnet));
                         handles.insert(subnet.to_string(), assoc.to_string());
                     }
@@ -113,7 +161,11 @@ impl Kind for RouteTable {
                 attrs.insert("vpc".into(), Value::str(t.vpc_id().unwrap_or_default()));
                 attrs.insert("routes".into(), Value::List(routes));
                 attrs.insert("subnets".into(), Value::List(subnets));
-                let mut live = Live::from_tags(t.route_table_id().unwrap_or_default(), tags_of(t.tags()), attrs)?;
+                let mut live = Live::from_tags(
+                    t.route_table_id().unwrap_or_default(),
+                    tags_of(t.tags()),
+                    attrs,
+                )?;
                 live.handles = handles;
                 Some(live)
             })
@@ -130,25 +182,57 @@ impl Kind for RouteTable {
             .send()
             .await
             .map_err(api("CreateRouteTable"))?;
-        let id = out.route_table().and_then(|t| t.route_table_id()).unwrap_or_default().to_string();
-        let mut live = Live::from_tags(&id, want.tags.clone(), want.attrs.clone()).expect("desired tags carry the address");
+        let id = out
+            .route_table()
+            .and_then(|t| t.route_table_id())
+            .unwrap_or_default()
+            .to_string();
+        let mut live = Live::from_tags(&id, want.tags.clone(), want.attrs.clone())
+            .expect("desired tags carry the address");
         live.attrs.insert("routes".into(), Value::List(vec![]));
         live.attrs.insert("subnets".into(), Value::List(vec![]));
-        self.update(cx, want, &live, &["routes".into(), "subnets".into()]).await?;
+        self.update(cx, want, &live, &["routes".into(), "subnets".into()])
+            .await?;
         live.attrs = want.attrs.clone();
         Ok(live)
     }
 
     async fn update(&self, cx: &Cx, want: &Desired, live: &Live, changed: &[String]) -> Result<()> {
         if changed.iter().any(|c| c == "routes") {
-            sync_routes(cx, &live.id, &routes_by_destination(live.attrs.get("routes")), &routes_by_destination(want.attrs.get("routes"))).await?;
+            sync_routes(
+                cx,
+                &live.id,
+                &routes_by_destination(live.attrs.get("routes")),
+                &routes_by_destination(want.attrs.get("routes")),
+            )
+            .await?;
         }
         if changed.iter().any(|c| c == "subnets") {
-            let have: Vec<&Value> = live.attrs.get("subnets").map(Value::as_list).unwrap_or_default().iter().collect();
-            let want_list = want.attrs.get("subnets").map(Value::as_list).unwrap_or_default();
+            let have: Vec<&Value> = live
+                .attrs
+                .get("subnets")
+                .map(Value::as_list)
+                .unwrap_or_default()
+                .iter()
+                .collect();
+            let want_list = want
+                .attrs
+                .get("subnets")
+                .map(Value::as_list)
+                .unwrap_or_default();
             for subnet in want_list.iter().filter(|s| !have.contains(s)) {
                 let subnet = subnet.as_str().unwrap_or_default();
-                eventually(|| async { cx.aws.ec2.associate_route_table().route_table_id(&live.id).subnet_id(subnet).send().await.map_err(api("AssociateRouteTable")) }).await?;
+                eventually(|| async {
+                    cx.aws
+                        .ec2
+                        .associate_route_table()
+                        .route_table_id(&live.id)
+                        .subnet_id(subnet)
+                        .send()
+                        .await
+                        .map_err(api("AssociateRouteTable"))
+                })
+                .await?;
             }
             for subnet in have.iter().filter(|s| !want_list.contains(s)) {
                 if let Some(assoc) = live.handles.get(subnet.as_str().unwrap_or_default()) {
@@ -167,7 +251,14 @@ impl Kind for RouteTable {
             disassociate(cx, assoc).await?;
         }
         let result = while_dependency_violation(cx.dependency_timeout, || async {
-            cx.aws.ec2.delete_route_table().route_table_id(&live.id).send().await.map_err(api("DeleteRouteTable")).map(|_| ())
+            cx.aws
+                .ec2
+                .delete_route_table()
+                .route_table_id(&live.id)
+                .send()
+                .await
+                .map_err(api("DeleteRouteTable"))
+                .map(|_| ())
         })
         .await;
         match result {
@@ -178,7 +269,15 @@ impl Kind for RouteTable {
 }
 
 async fn disassociate(cx: &Cx, assoc: &str) -> Result<()> {
-    match cx.aws.ec2.disassociate_route_table().association_id(assoc).send().await.map_err(api("DisassociateRouteTable")) {
+    match cx
+        .aws
+        .ec2
+        .disassociate_route_table()
+        .association_id(assoc)
+        .send()
+        .await
+        .map_err(api("DisassociateRouteTable"))
+    {
         Err(e) if error_code(&e) == Some("InvalidAssociationID.NotFound") => Ok(()),
         other => other.map(|_| ()),
     }
@@ -192,13 +291,33 @@ async fn sync_routes(cx: &Cx, table: &str, have: &Routes, want: &Routes) -> Resu
         let ipv6 = dest.contains(':');
         let (gw, nat) = (target(route, "gateway"), target(route, "nat_gateway"));
         if have.contains_key(dest) {
-            let mut call = cx.aws.ec2.replace_route().route_table_id(table).set_gateway_id(gw).set_nat_gateway_id(nat);
-            call = if ipv6 { call.destination_ipv6_cidr_block(dest) } else { call.destination_cidr_block(dest) };
+            let mut call = cx
+                .aws
+                .ec2
+                .replace_route()
+                .route_table_id(table)
+                .set_gateway_id(gw)
+                .set_nat_gateway_id(nat);
+            call = if ipv6 {
+                call.destination_ipv6_cidr_block(dest)
+            } else {
+                call.destination_cidr_block(dest)
+            };
             call.send().await.map_err(api("ReplaceRoute"))?;
         } else {
             eventually(|| async {
-                let mut call = cx.aws.ec2.create_route().route_table_id(table).set_gateway_id(gw.clone()).set_nat_gateway_id(nat.clone());
-                call = if ipv6 { call.destination_ipv6_cidr_block(dest) } else { call.destination_cidr_block(dest) };
+                let mut call = cx
+                    .aws
+                    .ec2
+                    .create_route()
+                    .route_table_id(table)
+                    .set_gateway_id(gw.clone())
+                    .set_nat_gateway_id(nat.clone());
+                call = if ipv6 {
+                    call.destination_ipv6_cidr_block(dest)
+                } else {
+                    call.destination_cidr_block(dest)
+                };
                 call.send().await.map_err(api("CreateRoute"))
             })
             .await?;
@@ -206,7 +325,11 @@ async fn sync_routes(cx: &Cx, table: &str, have: &Routes, want: &Routes) -> Resu
     }
     for dest in have.keys().filter(|d| !want.contains_key(*d)) {
         let mut call = cx.aws.ec2.delete_route().route_table_id(table);
-        call = if dest.contains(':') { call.destination_ipv6_cidr_block(dest) } else { call.destination_cidr_block(dest) };
+        call = if dest.contains(':') {
+            call.destination_ipv6_cidr_block(dest)
+        } else {
+            call.destination_cidr_block(dest)
+        };
         match call.send().await.map_err(api("DeleteRoute")) {
             Err(e) if error_code(&e) == Some("InvalidRoute.NotFound") => {}
             other => {

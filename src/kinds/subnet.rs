@@ -17,10 +17,19 @@ pub struct Subnet;
 const FIELDS: &[Field] = &[
     Field::new("vpc", Ty::Ref(&["vpc"]), "the VPC it belongs to").replace(),
     Field::new("cidr_block", Ty::Cidr, "its range, inside the VPC's").replace(),
-    Field::new("availability_zone", Ty::Str, "its AZ; per_az blocks default to theirs")
-        .default(Default::Str("${az}"))
-        .replace(),
-    Field::new("map_public_ip_on_launch", Ty::Bool, "public IPv4 for instances launched in it").default(Default::Bool(false)),
+    Field::new(
+        "availability_zone",
+        Ty::Str,
+        "its AZ; per_az blocks default to theirs",
+    )
+    .default(Default::Str("${az}"))
+    .replace(),
+    Field::new(
+        "map_public_ip_on_launch",
+        Ty::Bool,
+        "public IPv4 for instances launched in it",
+    )
+    .default(Default::Bool(false)),
 ];
 
 fn cidr(r: &Resource) -> Option<IpNet> {
@@ -37,32 +46,73 @@ impl Kind for Subnet {
     }
 
     fn check(&self, r: &Resource, region: &[Resource], diags: &mut Vec<Diagnostic>) {
-        let az = r.attrs.get("availability_zone").and_then(Value::as_str).unwrap_or_default();
-        if !az.strip_prefix(r.region.as_str()).is_some_and(|s| s.len() == 1 && s.chars().all(|c| c.is_ascii_lowercase())) {
+        let az = r
+            .attrs
+            .get("availability_zone")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !az
+            .strip_prefix(r.region.as_str())
+            .is_some_and(|s| s.len() == 1 && s.chars().all(|c| c.is_ascii_lowercase()))
+        {
             diags.push(
-                Diagnostic::new(r.span_of("availability_zone"), format!("{}: availability zone {az:?} is not in {}", r.address, r.region))
-                    .help(format!("AZs of {} are named {}a, {}b, ...", r.region, r.region, r.region)),
+                Diagnostic::new(
+                    r.span_of("availability_zone"),
+                    format!(
+                        "{}: availability zone {az:?} is not in {}",
+                        r.address, r.region
+                    ),
+                )
+                .help(format!(
+                    "AZs of {} are named {}a, {}b, ...",
+                    r.region, r.region, r.region
+                )),
             );
         }
-        let (Some(net), Some(Value::Ref(vpc_addr))) = (cidr(r), r.attrs.get("vpc")) else { return };
-        let Some(vpc) = region.iter().find(|o| &o.address == vpc_addr) else { return };
+        let (Some(net), Some(Value::Ref(vpc_addr))) = (cidr(r), r.attrs.get("vpc")) else {
+            return;
+        };
+        let Some(vpc) = region.iter().find(|o| &o.address == vpc_addr) else {
+            return;
+        };
         if let Some(vpc_net) = cidr(vpc) {
             if !vpc_net.contains(&net) {
                 diags.push(
-                    Diagnostic::new(r.span_of("cidr_block"), format!("{} ({}): {net} is outside {vpc_addr} ({vpc_net})", r.address, r.region))
-                        .help(format!("choose a block inside {vpc_net}")),
+                    Diagnostic::new(
+                        r.span_of("cidr_block"),
+                        format!(
+                            "{} ({}): {net} is outside {vpc_addr} ({vpc_net})",
+                            r.address, r.region
+                        ),
+                    )
+                    .help(format!("choose a block inside {vpc_net}")),
                 );
             }
         }
-        for other in region.iter().filter(|o| o.address.kind == "subnet" && o.address != r.address && o.attrs.get("vpc") == r.attrs.get("vpc")) {
+        for other in region.iter().filter(|o| {
+            o.address.kind == "subnet"
+                && o.address != r.address
+                && o.attrs.get("vpc") == r.attrs.get("vpc")
+        }) {
             if let Some(other_net) = cidr(other) {
                 if other_net.contains(&net.network()) || net.contains(&other_net.network()) {
-                    let (first, second) = if r.address < other.address { (r, other) } else { (other, r) };
+                    let (first, second) = if r.address < other.address {
+                        (r, other)
+                    } else {
+                        (other, r)
+                    };
                     diags.push(
-                        Diagnostic::new(second.span_of("cidr_block"), format!(
-                            "{} ({}): {} overlaps {} ({})",
-                            second.address, r.region, cidr(second).unwrap(), first.address, cidr(first).unwrap()
-                        ))
+                        Diagnostic::new(
+                            second.span_of("cidr_block"),
+                            format!(
+                                "{} ({}): {} overlaps {} ({})",
+                                second.address,
+                                r.region,
+                                cidr(second).unwrap(),
+                                first.address,
+                                cidr(first).unwrap()
+                            ),
+                        )
                         .help("sibling subnets of one VPC must not overlap"),
                     );
                 }
@@ -87,9 +137,18 @@ impl Kind for Subnet {
             .filter_map(|s| {
                 let mut attrs = Attrs::new();
                 attrs.insert("vpc".into(), Value::str(s.vpc_id().unwrap_or_default()));
-                attrs.insert("cidr_block".into(), Value::str(s.cidr_block().unwrap_or_default()));
-                attrs.insert("availability_zone".into(), Value::str(s.availability_zone().unwrap_or_default()));
-                attrs.insert("map_public_ip_on_launch".into(), Value::Bool(s.map_public_ip_on_launch().unwrap_or(false)));
+                attrs.insert(
+                    "cidr_block".into(),
+                    Value::str(s.cidr_block().unwrap_or_default()),
+                );
+                attrs.insert(
+                    "availability_zone".into(),
+                    Value::str(s.availability_zone().unwrap_or_default()),
+                );
+                attrs.insert(
+                    "map_public_ip_on_launch".into(),
+                    Value::Bool(s.map_public_ip_on_launch().unwrap_or(false)),
+                );
                 Live::from_tags(s.subnet_id().unwrap_or_default(), tags_of(s.tags()), attrs)
             })
             .collect())
@@ -107,11 +166,16 @@ impl Kind for Subnet {
             .send()
             .await
             .map_err(api("CreateSubnet"))?;
-        let id = out.subnet().and_then(|s| s.subnet_id()).unwrap_or_default().to_string();
+        let id = out
+            .subnet()
+            .and_then(|s| s.subnet_id())
+            .unwrap_or_default()
+            .to_string();
         if want.bool("map_public_ip_on_launch") {
             set_public_ip(cx, &id, true).await?;
         }
-        Ok(Live::from_tags(id, want.tags.clone(), want.attrs.clone()).expect("desired tags carry the address"))
+        Ok(Live::from_tags(id, want.tags.clone(), want.attrs.clone())
+            .expect("desired tags carry the address"))
     }
 
     async fn update(&self, cx: &Cx, want: &Desired, live: &Live, changed: &[String]) -> Result<()> {
@@ -126,7 +190,14 @@ impl Kind for Subnet {
 
     async fn delete(&self, cx: &Cx, live: &Live) -> Result<()> {
         let result = while_dependency_violation(cx.dependency_timeout, || async {
-            cx.aws.ec2.delete_subnet().subnet_id(&live.id).send().await.map_err(api("DeleteSubnet")).map(|_| ())
+            cx.aws
+                .ec2
+                .delete_subnet()
+                .subnet_id(&live.id)
+                .send()
+                .await
+                .map_err(api("DeleteSubnet"))
+                .map(|_| ())
         })
         .await;
         match result {

@@ -14,8 +14,18 @@ pub struct Vpc;
 
 const FIELDS: &[Field] = &[
     Field::new("cidr_block", Ty::Cidr, "the VPC's IPv4 range").replace(),
-    Field::new("enable_dns_support", Ty::Bool, "Amazon DNS server in the VPC").default(Default::Bool(true)),
-    Field::new("enable_dns_hostnames", Ty::Bool, "public DNS hostnames for instances").default(Default::Bool(true)),
+    Field::new(
+        "enable_dns_support",
+        Ty::Bool,
+        "Amazon DNS server in the VPC",
+    )
+    .default(Default::Bool(true)),
+    Field::new(
+        "enable_dns_hostnames",
+        Ty::Bool,
+        "public DNS hostnames for instances",
+    )
+    .default(Default::Bool(true)),
 ];
 
 #[async_trait]
@@ -47,12 +57,19 @@ impl Kind for Vpc {
                 dns_attribute(cx, id, VpcAttributeName::EnableDnsHostnames)
             )?;
             let mut attrs = Attrs::new();
-            attrs.insert("cidr_block".into(), Value::str(vpc.cidr_block().unwrap_or_default()));
+            attrs.insert(
+                "cidr_block".into(),
+                Value::str(vpc.cidr_block().unwrap_or_default()),
+            );
             attrs.insert("enable_dns_support".into(), Value::Bool(support));
             attrs.insert("enable_dns_hostnames".into(), Value::Bool(hostnames));
             Ok::<_, anyhow::Error>(Live::from_tags(id, tags_of(vpc.tags()), attrs))
         });
-        Ok(futures::future::try_join_all(reads).await?.into_iter().flatten().collect())
+        Ok(futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     async fn create(&self, cx: &Cx, want: &Desired) -> Result<Live> {
@@ -65,9 +82,20 @@ impl Kind for Vpc {
             .send()
             .await
             .map_err(api("CreateVpc"))?;
-        let id = out.vpc().and_then(|v| v.vpc_id()).unwrap_or_default().to_string();
-        let live = Live::from_tags(&id, want.tags.clone(), want.attrs.clone()).expect("desired tags carry the address");
-        set_dns(cx, &id, want, &["enable_dns_support".into(), "enable_dns_hostnames".into()]).await?;
+        let id = out
+            .vpc()
+            .and_then(|v| v.vpc_id())
+            .unwrap_or_default()
+            .to_string();
+        let live = Live::from_tags(&id, want.tags.clone(), want.attrs.clone())
+            .expect("desired tags carry the address");
+        set_dns(
+            cx,
+            &id,
+            want,
+            &["enable_dns_support".into(), "enable_dns_hostnames".into()],
+        )
+        .await?;
         Ok(live)
     }
 
@@ -81,12 +109,21 @@ impl Kind for Vpc {
 
     async fn delete(&self, cx: &Cx, live: &Live) -> Result<()> {
         let result = while_dependency_violation(cx.dependency_timeout, || async {
-            cx.aws.ec2.delete_vpc().vpc_id(&live.id).send().await.map_err(api("DeleteVpc")).map(|_| ())
+            cx.aws
+                .ec2
+                .delete_vpc()
+                .vpc_id(&live.id)
+                .send()
+                .await
+                .map_err(api("DeleteVpc"))
+                .map(|_| ())
         })
         .await;
         match result {
             Err(e) if error_code(&e) == Some("DependencyViolation") => {
-                let blockers = what_lives_in(cx, &live.id).await.unwrap_or_else(|e| format!("(could not list: {e})"));
+                let blockers = what_lives_in(cx, &live.id)
+                    .await
+                    .unwrap_or_else(|e| format!("(could not list: {e})"));
                 Err(e.context(format!("{} still holds: {blockers}", live.id)))
             }
             Err(e) if error_code(&e) == Some("InvalidVpcID.NotFound") => Ok(()),
@@ -118,7 +155,9 @@ async fn set_dns(cx: &Cx, vpc_id: &str, want: &Desired, changed: &[String]) -> R
         if !changed.iter().any(|c| c == field) {
             continue;
         }
-        let value = AttributeBooleanValue::builder().value(want.bool(field)).build();
+        let value = AttributeBooleanValue::builder()
+            .value(want.bool(field))
+            .build();
         eventually(|| async {
             let call = cx.aws.ec2.modify_vpc_attribute().vpc_id(vpc_id);
             let call = if field == "enable_dns_support" {
@@ -136,13 +175,42 @@ async fn set_dns(cx: &Cx, vpc_id: &str, want: &Desired, changed: &[String]) -> R
 /// For a VPC that will not go: the network interfaces and subnets still in it.
 async fn what_lives_in(cx: &Cx, vpc_id: &str) -> Result<String> {
     let vpc_filter = filter("vpc-id", &[vpc_id]);
-    let enis = cx.aws.ec2.describe_network_interfaces().filters(vpc_filter.clone()).send().await.map_err(api("DescribeNetworkInterfaces"))?;
-    let subnets = cx.aws.ec2.describe_subnets().filters(vpc_filter).send().await.map_err(api("DescribeSubnets"))?;
+    let enis = cx
+        .aws
+        .ec2
+        .describe_network_interfaces()
+        .filters(vpc_filter.clone())
+        .send()
+        .await
+        .map_err(api("DescribeNetworkInterfaces"))?;
+    let subnets = cx
+        .aws
+        .ec2
+        .describe_subnets()
+        .filters(vpc_filter)
+        .send()
+        .await
+        .map_err(api("DescribeSubnets"))?;
     let mut items: Vec<String> = enis
         .network_interfaces()
         .iter()
-        .map(|e| format!("{} ({})", e.network_interface_id().unwrap_or("?"), e.description().unwrap_or("network interface")))
+        .map(|e| {
+            format!(
+                "{} ({})",
+                e.network_interface_id().unwrap_or("?"),
+                e.description().unwrap_or("network interface")
+            )
+        })
         .collect();
-    items.extend(subnets.subnets().iter().map(|s| format!("subnet {}", s.subnet_id().unwrap_or("?"))));
-    Ok(if items.is_empty() { "nothing tsprov can see (retry later)".into() } else { items.join(", ") })
+    items.extend(
+        subnets
+            .subnets()
+            .iter()
+            .map(|s| format!("subnet {}", s.subnet_id().unwrap_or("?"))),
+    );
+    Ok(if items.is_empty() {
+        "nothing tsprov can see (retry later)".into()
+    } else {
+        items.join(", ")
+    })
 }

@@ -14,14 +14,33 @@ use source::{Diagnostic, Diagnostics};
 /// Reads and validates a plan file; every problem is reported at once.
 pub fn load(path: &Path, stack_override: Option<&str>) -> Result<Stack, Diagnostics> {
     let file = path.display().to_string();
-    let fail = |source: String, items: Vec<Diagnostic>| Diagnostics { file: file.clone(), source, items };
-    let bytes = std::fs::read(path).map_err(|e| fail(String::new(), vec![Diagnostic::new(0..0, format!("cannot read the plan file: {e}"))]))?;
+    let fail = |source: String, items: Vec<Diagnostic>| Diagnostics {
+        file: file.clone(),
+        source,
+        items,
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        fail(
+            String::new(),
+            vec![Diagnostic::new(
+                0..0,
+                format!("cannot read the plan file: {e}"),
+            )],
+        )
+    })?;
     let source = match String::from_utf8(bytes) {
         Ok(s) => s,
         Err(e) => {
             let at = e.utf8_error().valid_up_to();
             let source = String::from_utf8_lossy(e.as_bytes()).into_owned();
-            return Err(fail(source, vec![Diagnostic::new(at..at + 1, format!("the plan file is not valid UTF-8 (byte {at})")).help("save the file as UTF-8")]));
+            return Err(fail(
+                source,
+                vec![Diagnostic::new(
+                    at..at + 1,
+                    format!("the plan file is not valid UTF-8 (byte {at})"),
+                )
+                .help("save the file as UTF-8")],
+            ));
         }
     };
     // Checks run on what could be read even when reading found problems: all are reported at once.
@@ -47,10 +66,17 @@ pub fn check(stack: &Stack) -> Vec<Diagnostic> {
             }
         }
         for cycle in Graph::build(resources).cycles() {
-            let path = cycle.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" -> ");
+            let path = cycle
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(" -> ");
             for addr in &cycle[..cycle.len() - 1] {
                 if let Some(r) = resources.iter().find(|r| &r.address == addr) {
-                    diags.push(Diagnostic::new(r.span.clone(), format!("dependency cycle: {path}")).help("break the cycle: one of these references must go"));
+                    diags.push(
+                        Diagnostic::new(r.span.clone(), format!("dependency cycle: {path}"))
+                            .help("break the cycle: one of these references must go"),
+                    );
                 }
             }
         }

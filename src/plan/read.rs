@@ -105,18 +105,25 @@ pub struct Reader<'i> {
 }
 
 /// The stack as far as it could be read, and every problem found on the way.
-pub fn read(file: &str, source: &str, stack_override: Option<&str>) -> (Option<Stack>, Vec<Diagnostic>) {
+pub fn read(
+    file: &str,
+    source: &str,
+    stack_override: Option<&str>,
+) -> (Option<Stack>, Vec<Diagnostic>) {
     let (doc, errors) = DeTable::parse_recoverable(source);
     if !errors.is_empty() {
-        return (None, errors
-            .iter()
-            .map(|e| {
-                Diagnostic::new(
-                    e.span().unwrap_or(0..0),
-                    format!("TOML syntax: {}", e.message().trim()),
-                )
-            })
-            .collect());
+        return (
+            None,
+            errors
+                .iter()
+                .map(|e| {
+                    Diagnostic::new(
+                        e.span().unwrap_or(0..0),
+                        format!("TOML syntax: {}", e.message().trim()),
+                    )
+                })
+                .collect(),
+        );
     }
     let mut r = Reader {
         diags: Vec::new(),
@@ -164,7 +171,12 @@ impl<'i> Reader<'i> {
                             "description" => {
                                 self.plain_str(sv, "stack.description");
                             }
-                            other => self.unknown_key(sk, other, &["name", "tags", "description"], "[stack]"),
+                            other => self.unknown_key(
+                                sk,
+                                other,
+                                &["name", "tags", "description"],
+                                "[stack]",
+                            ),
                         }
                     }
                 }
@@ -211,14 +223,23 @@ impl<'i> Reader<'i> {
                     }
                     None => {
                         let mut valid: Vec<&str> = vec!["stack", "vars", "regions"];
-                        valid.extend(kinds::registry().iter().filter(|k| !k.internal()).map(|k| k.name()));
+                        valid.extend(
+                            kinds::registry()
+                                .iter()
+                                .filter(|k| !k.internal())
+                                .map(|k| k.name()),
+                        );
                         self.unknown_key(key, kind_name, &valid, "the top level");
                     }
                 },
             }
         }
         if !stack_seen {
-            self.err(0..0, "the plan has no [stack] table", "add [stack] with name = \"...\"");
+            self.err(
+                0..0,
+                "the plan has no [stack] table",
+                "add [stack] with name = \"...\"",
+            );
         }
         if regions.is_empty() {
             self.err(
@@ -258,7 +279,11 @@ impl<'i> Reader<'i> {
         })
     }
 
-    fn region(&mut self, key: &Spanned<std::borrow::Cow<'i, str>>, value: &'i Sv<'i>) -> Option<RegionDecl<'i>> {
+    fn region(
+        &mut self,
+        key: &Spanned<std::borrow::Cow<'i, str>>,
+        value: &'i Sv<'i>,
+    ) -> Option<RegionDecl<'i>> {
         let name = key.get_ref().to_string();
         if !REGIONS.contains(&name.as_str()) {
             let hint = suggest(&name, REGIONS.iter().copied())
@@ -278,14 +303,22 @@ impl<'i> Reader<'i> {
             }
             azs_seen = true;
             let DeValue::Array(items) = v.get_ref() else {
-                self.err(v.span(), format!("regions.{name}.azs must be a list of availability zones"), format!("e.g. azs = [\"{name}a\", \"{name}b\", \"{name}c\"]"));
+                self.err(
+                    v.span(),
+                    format!("regions.{name}.azs must be a list of availability zones"),
+                    format!("e.g. azs = [\"{name}a\", \"{name}b\", \"{name}c\"]"),
+                );
                 continue;
             };
             for item in items.iter() {
                 match item.get_ref() {
                     DeValue::String(az) if valid_az(&name, az) => {
                         if azs.contains(&az.to_string()) {
-                            self.err(item.span(), format!("availability zone {az:?} is listed twice"), "");
+                            self.err(
+                                item.span(),
+                                format!("availability zone {az:?} is listed twice"),
+                                "",
+                            );
                         }
                         azs.push(az.to_string());
                     }
@@ -294,15 +327,27 @@ impl<'i> Reader<'i> {
                         format!("availability zone {az:?} is not in region {name}"),
                         format!("AZs of {name} are named {name}a, {name}b, ..."),
                     ),
-                    _ => self.err(item.span(), "an availability zone must be a string", format!("e.g. \"{name}a\"")),
+                    _ => self.err(
+                        item.span(),
+                        "an availability zone must be a string",
+                        format!("e.g. \"{name}a\""),
+                    ),
                 }
             }
             if items.is_empty() {
-                self.err(v.span(), format!("regions.{name}.azs is empty"), "list at least one availability zone");
+                self.err(
+                    v.span(),
+                    format!("regions.{name}.azs is empty"),
+                    "list at least one availability zone",
+                );
             }
         }
         if !azs_seen {
-            self.err(key.span(), format!("regions.{name} has no azs"), format!("add azs = [\"{name}a\", \"{name}b\", \"{name}c\"]"));
+            self.err(
+                key.span(),
+                format!("regions.{name} has no azs"),
+                format!("add azs = [\"{name}a\", \"{name}b\", \"{name}c\"]"),
+            );
         }
         Some(RegionDecl { name, azs, vars })
     }
@@ -321,7 +366,13 @@ impl<'i> Reader<'i> {
         let mut counts = HashMap::new();
         let mut plan = Vec::new();
         for block in blocks {
-            let scope = Scope { stack, region, vars: &vars, counts: &counts, index: None };
+            let scope = Scope {
+                stack,
+                region,
+                vars: &vars,
+                counts: &counts,
+                index: None,
+            };
             let in_region = match block.table.get("regions") {
                 None => true,
                 Some(v) => match self.convert(v, &Ty::List(&Ty::Str), &scope, 0) {
@@ -329,7 +380,11 @@ impl<'i> Reader<'i> {
                         for r in &l {
                             let r = r.as_str().unwrap_or_default();
                             if !REGIONS.contains(&r) {
-                                self.err(v.span(), format!("unknown AWS region {r:?} in regions"), "list regions declared under [regions]");
+                                self.err(
+                                    v.span(),
+                                    format!("unknown AWS region {r:?} in regions"),
+                                    "list regions declared under [regions]",
+                                );
                             }
                         }
                         l.iter().any(|r| r.as_str() == Some(&region.name))
@@ -342,10 +397,16 @@ impl<'i> Reader<'i> {
             }
             let per_az = match block.table.get("per_az") {
                 None => false,
-                Some(v) => self.convert(v, &Ty::Bool, &scope, 0).and_then(|b| b.as_bool()).unwrap_or(false),
+                Some(v) => self
+                    .convert(v, &Ty::Bool, &scope, 0)
+                    .and_then(|b| b.as_bool())
+                    .unwrap_or(false),
             };
             let count = if per_az { region.azs.len() } else { 1 };
-            counts.insert(Address::new(block.kind.name(), &block.name, None), if per_az { count } else { 0 });
+            counts.insert(
+                Address::new(block.kind.name(), &block.name, None),
+                if per_az { count } else { 0 },
+            );
             plan.push((block, per_az, count));
         }
         // Second pass: every instance's attributes.
@@ -354,28 +415,54 @@ impl<'i> Reader<'i> {
             for i in 0..count {
                 let index = per_az.then_some(i);
                 let address = Address::new(block.kind.name(), &block.name, index);
-                let scope = Scope { stack, region, vars: &vars, counts: &counts, index };
-                let (attrs, field_spans) = self.fields(&address, block.kind.fields(), block.table, BLOCK_META, &scope, &block.name);
+                let scope = Scope {
+                    stack,
+                    region,
+                    vars: &vars,
+                    counts: &counts,
+                    index,
+                };
+                let (attrs, field_spans) = self.fields(
+                    &address,
+                    block.kind.fields(),
+                    block.table,
+                    BLOCK_META,
+                    &scope,
+                    &block.name,
+                );
                 let mut tags = BTreeMap::new();
                 if block.kind.taggable() {
                     tags.extend(stack_tags.clone());
                     if let Some(v) = block.table.get("tags") {
                         if let Some(Value::Map(m)) = self.convert_map_of_str(v, &scope) {
-                            tags.extend(m.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())));
+                            tags.extend(
+                                m.into_iter()
+                                    .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())),
+                            );
                         }
                     }
-                    tags.entry("Name".to_string()).or_insert_with(|| match index {
-                        Some(i) => format!("{stack}-{}-{}", block.name, az_suffix(&region.azs[i])),
-                        None => format!("{stack}-{}", block.name),
-                    });
+                    tags.entry("Name".to_string())
+                        .or_insert_with(|| match index {
+                            Some(i) => {
+                                format!("{stack}-{}-{}", block.name, az_suffix(&region.azs[i]))
+                            }
+                            None => format!("{stack}-{}", block.name),
+                        });
                     tags.insert(TAG_STACK.to_string(), stack.to_string());
                     tags.insert(TAG_ADDRESS.to_string(), address.to_string());
                 } else if block.table.get("tags").is_some() {
-                    self.err(block.table.get("tags").unwrap().span(), format!("{} resources cannot carry tags", block.kind.name()), "remove tags");
+                    self.err(
+                        block.table.get("tags").unwrap().span(),
+                        format!("{} resources cannot carry tags", block.kind.name()),
+                        "remove tags",
+                    );
                 }
                 let depends_on = match block.table.get("depends_on") {
                     Some(v) => match self.convert(v, &Ty::List(&Ty::Ref(&[])), &scope, 0) {
-                        Some(Value::List(l)) => l.into_iter().filter_map(|v| if let Value::Ref(a) = v { Some(a) } else { None }).collect(),
+                        Some(Value::List(l)) => l
+                            .into_iter()
+                            .filter_map(|v| if let Value::Ref(a) = v { Some(a) } else { None })
+                            .collect(),
                         _ => vec![],
                     },
                     None => vec![],
@@ -438,7 +525,10 @@ impl<'i> Reader<'i> {
                     let span = table_span(table);
                     self.err(
                         span,
-                        format!("{}.{what}: missing required field `{}`", address.kind, field.name),
+                        format!(
+                            "{}.{what}: missing required field `{}`",
+                            address.kind, field.name
+                        ),
                         format!("{} = {}  # {}", field.name, field.ty.describe(), field.doc),
                     );
                     continue;
@@ -447,17 +537,25 @@ impl<'i> Reader<'i> {
                 schema::Default::Bool(b) => Value::Bool(b),
                 schema::Default::Int(i) => Value::Int(i),
                 schema::Default::EmptyList => Value::List(vec![]),
-                schema::Default::Str(s) => match self.interpolate(s, &table_span(table), scope, 0) {
-                    Some(Interp::Text(t)) => Value::Str(t),
-                    _ => continue,
-                },
+                schema::Default::Str(s) => {
+                    match self.interpolate(s, &table_span(table), scope, 0) {
+                        Some(Interp::Text(t)) => Value::Str(t),
+                        _ => continue,
+                    }
+                }
             };
             attrs.insert(field.name.to_string(), val);
         }
         (attrs, spans)
     }
 
-    fn convert(&mut self, v: &'i Sv<'i>, ty: &Ty, scope: &Scope<'_, 'i>, depth: usize) -> Option<Value> {
+    fn convert(
+        &mut self,
+        v: &'i Sv<'i>,
+        ty: &Ty,
+        scope: &Scope<'_, 'i>,
+        depth: usize,
+    ) -> Option<Value> {
         let span = v.span();
         // A string that is exactly one `${var}` takes the var's own value and type.
         if let DeValue::String(s) = v.get_ref() {
@@ -479,7 +577,11 @@ impl<'i> Reader<'i> {
                 match n {
                     Some(n) if n >= *min && n <= *max => Some(Value::Int(n)),
                     _ => {
-                        self.err(span, format!("{} is out of range", i.as_str()), format!("expected {}", ty.describe()));
+                        self.err(
+                            span,
+                            format!("{} is out of range", i.as_str()),
+                            format!("expected {}", ty.describe()),
+                        );
                         None
                     }
                 }
@@ -491,10 +593,14 @@ impl<'i> Reader<'i> {
                     // A per-AZ block named without index in a list means all its instances.
                     if let (Ty::Ref(_), DeValue::String(s)) = (inner, item.get_ref()) {
                         if let Some(addr) = Address::parse(s).filter(|a| a.index.is_none()) {
-                            if scope.index.is_none() && scope.counts.get(&addr).copied().unwrap_or(0) > 0 {
+                            if scope.index.is_none()
+                                && scope.counts.get(&addr).copied().unwrap_or(0) > 0
+                            {
                                 if self.check_ref(&addr, item.span(), inner, scope) {
                                     let n = scope.counts[&addr];
-                                    out.extend((0..n).map(|i| Value::Ref(Address::new(&addr.kind, &addr.name, Some(i)))));
+                                    out.extend((0..n).map(|i| {
+                                        Value::Ref(Address::new(&addr.kind, &addr.name, Some(i)))
+                                    }));
                                 }
                                 continue;
                             }
@@ -512,24 +618,42 @@ impl<'i> Reader<'i> {
                 Some(Value::Map(attrs))
             }
             _ => {
-                self.err(span, format!("expected {}, found {found}", ty.describe()), "");
+                self.err(
+                    span,
+                    format!("expected {}, found {found}", ty.describe()),
+                    "",
+                );
                 None
             }
         }
     }
 
     /// Typed reading of a string (after `${}` expansion) for non-string types.
-    fn convert_text(&mut self, t: String, span: Span, ty: &Ty, scope: &Scope<'_, 'i>) -> Option<Value> {
+    fn convert_text(
+        &mut self,
+        t: String,
+        span: Span,
+        ty: &Ty,
+        scope: &Scope<'_, 'i>,
+    ) -> Option<Value> {
         match ty {
             Ty::Str => Some(Value::Str(t)),
             Ty::Cidr => match t.parse::<IpNet>() {
                 Ok(net) if net.trunc() == net => Some(Value::Str(net.to_string())),
                 Ok(net) => {
-                    self.err(span, format!("CIDR {t:?} has host bits set"), format!("did you mean \"{}\"?", net.trunc()));
+                    self.err(
+                        span,
+                        format!("CIDR {t:?} has host bits set"),
+                        format!("did you mean \"{}\"?", net.trunc()),
+                    );
                     None
                 }
                 Err(_) => {
-                    self.err(span, format!("{t:?} is not a valid CIDR block"), "expected e.g. \"10.0.0.0/16\" or \"2001:db8::/56\"");
+                    self.err(
+                        span,
+                        format!("{t:?} is not a valid CIDR block"),
+                        "expected e.g. \"10.0.0.0/16\" or \"2001:db8::/56\"",
+                    );
                     None
                 }
             },
@@ -537,30 +661,51 @@ impl<'i> Reader<'i> {
                 if vals.contains(&t.as_str()) {
                     Some(Value::Str(t))
                 } else {
-                    let hint = suggest(&t, vals.iter().copied()).map(|s| format!("did you mean {s:?}? ")).unwrap_or_default();
-                    self.err(span, format!("{t:?} is not allowed here"), format!("{hint}expected {}", ty.describe()));
+                    let hint = suggest(&t, vals.iter().copied())
+                        .map(|s| format!("did you mean {s:?}? "))
+                        .unwrap_or_default();
+                    self.err(
+                        span,
+                        format!("{t:?} is not allowed here"),
+                        format!("{hint}expected {}", ty.describe()),
+                    );
                     None
                 }
             }
             Ty::Ref(_) => {
                 let Some(addr) = Address::parse(&t) else {
-                    self.err(span, format!("{t:?} is not a resource reference"), format!("expected {}", ty.describe()));
+                    self.err(
+                        span,
+                        format!("{t:?} is not a resource reference"),
+                        format!("expected {}", ty.describe()),
+                    );
                     return None;
                 };
                 // A per-AZ target named without index: the instance in the same AZ.
                 let count = scope.counts.get(&addr.block()).copied();
                 let addr = match (addr.index, count, scope.index) {
-                    (None, Some(n), Some(i)) if n > 0 => Address::new(&addr.kind, &addr.name, Some(i)),
+                    (None, Some(n), Some(i)) if n > 0 => {
+                        Address::new(&addr.kind, &addr.name, Some(i))
+                    }
                     (None, Some(n), None) if n > 0 => {
-                        self.err(span, format!("{addr} has one instance per AZ; say which one"), format!("e.g. \"{addr}[0]\", or make this resource per_az = true"));
+                        self.err(
+                            span,
+                            format!("{addr} has one instance per AZ; say which one"),
+                            format!("e.g. \"{addr}[0]\", or make this resource per_az = true"),
+                        );
                         return None;
                     }
                     _ => addr,
                 };
-                self.check_ref(&addr, span, ty, scope).then_some(Value::Ref(addr))
+                self.check_ref(&addr, span, ty, scope)
+                    .then_some(Value::Ref(addr))
             }
             _ => {
-                self.err(span, format!("expected {}, found the string {t:?}", ty.describe()), "");
+                self.err(
+                    span,
+                    format!("expected {}, found the string {t:?}", ty.describe()),
+                    "",
+                );
                 None
             }
         }
@@ -569,33 +714,77 @@ impl<'i> Reader<'i> {
     fn check_ref(&mut self, addr: &Address, span: Span, ty: &Ty, scope: &Scope<'_, 'i>) -> bool {
         let Ty::Ref(kinds) = ty else { return false };
         if !kinds.is_empty() && !kinds.contains(&addr.kind.as_str()) {
-            self.err(span, format!("{addr} is a {} but a reference to {} is expected here", addr.kind, kinds.join(" or ")), format!("expected {}", ty.describe()));
+            self.err(
+                span,
+                format!(
+                    "{addr} is a {} but a reference to {} is expected here",
+                    addr.kind,
+                    kinds.join(" or ")
+                ),
+                format!("expected {}", ty.describe()),
+            );
             return false;
         }
         match (scope.counts.get(&addr.block()), addr.index) {
             (None, _) => {
-                let known: Vec<String> = scope.counts.keys().filter(|a| a.kind == addr.kind).map(|a| a.to_string()).collect();
+                let known: Vec<String> = scope
+                    .counts
+                    .keys()
+                    .filter(|a| a.kind == addr.kind)
+                    .map(|a| a.to_string())
+                    .collect();
                 let hint = suggest(&addr.block().to_string(), known.iter().map(|s| s.as_str()))
                     .map(|s| format!("did you mean \"{s}\"?"))
-                    .unwrap_or_else(|| if known.is_empty() { format!("no {} is declared in {}", addr.kind, scope.region.name) } else { format!("declared: {}", known.join(", ")) });
-                self.err(span, format!("reference to undeclared resource {addr}"), hint);
+                    .unwrap_or_else(|| {
+                        if known.is_empty() {
+                            format!("no {} is declared in {}", addr.kind, scope.region.name)
+                        } else {
+                            format!("declared: {}", known.join(", "))
+                        }
+                    });
+                self.err(
+                    span,
+                    format!("reference to undeclared resource {addr}"),
+                    hint,
+                );
                 false
             }
             (Some(0), Some(_)) => {
-                self.err(span, format!("{} is not per_az; it has no [index]", addr.block()), format!("write \"{}\"", addr.block()));
+                self.err(
+                    span,
+                    format!("{} is not per_az; it has no [index]", addr.block()),
+                    format!("write \"{}\"", addr.block()),
+                );
                 false
             }
             (Some(&n), Some(i)) if i >= n => {
-                self.err(span, format!("{addr}: index out of range in {} ({n} AZs)", scope.region.name), format!("use an index from 0 to {}", n - 1));
+                self.err(
+                    span,
+                    format!(
+                        "{addr}: index out of range in {} ({n} AZs)",
+                        scope.region.name
+                    ),
+                    format!("use an index from 0 to {}", n - 1),
+                );
                 false
             }
             _ => true,
         }
     }
 
-    fn interpolate(&mut self, s: &str, span: &Span, scope: &Scope<'_, 'i>, depth: usize) -> Option<Interp<'i>> {
+    fn interpolate(
+        &mut self,
+        s: &str,
+        span: &Span,
+        scope: &Scope<'_, 'i>,
+        depth: usize,
+    ) -> Option<Interp<'i>> {
         if depth > MAX_VAR_DEPTH {
-            self.err(span.clone(), format!("variables nest deeper than {MAX_VAR_DEPTH} levels at {s:?}"), "a variable probably refers to itself");
+            self.err(
+                span.clone(),
+                format!("variables nest deeper than {MAX_VAR_DEPTH} levels at {s:?}"),
+                "a variable probably refers to itself",
+            );
             return None;
         }
         if let Some(name) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
@@ -611,7 +800,11 @@ impl<'i> Reader<'i> {
             out.push_str(&rest[..start]);
             let after = &rest[start + 2..];
             let Some(end) = after.find('}') else {
-                self.err(span.clone(), format!("unclosed \"${{\" in {s:?}"), "write ${name}");
+                self.err(
+                    span.clone(),
+                    format!("unclosed \"${{\" in {s:?}"),
+                    "write ${name}",
+                );
                 return None;
             };
             let name = &after[..end];
@@ -619,16 +812,22 @@ impl<'i> Reader<'i> {
                 "region" => Some(scope.region.name.clone()),
                 "stack" => Some(scope.stack.to_string()),
                 "az" | "index" if scope.index.is_none() => {
-                    self.err(span.clone(), format!("${{{name}}} is only defined in per_az blocks"), "add per_az = true, or name the AZ");
+                    self.err(
+                        span.clone(),
+                        format!("${{{name}}} is only defined in per_az blocks"),
+                        "add per_az = true, or name the AZ",
+                    );
                     return None;
                 }
                 "az" => Some(scope.region.azs[scope.index.unwrap()].clone()),
                 "index" => Some(scope.index.unwrap().to_string()),
                 _ => match scope.vars.get(name).map(|v| v.get_ref()) {
-                    Some(DeValue::String(v)) => match self.interpolate(v, span, scope, depth + 1)? {
-                        Interp::Text(t) => Some(t),
-                        Interp::Whole(_) => None,
-                    },
+                    Some(DeValue::String(v)) => {
+                        match self.interpolate(v, span, scope, depth + 1)? {
+                            Interp::Text(t) => Some(t),
+                            Interp::Whole(_) => None,
+                        }
+                    }
                     Some(DeValue::Integer(i)) => Some(i.as_str().to_string()),
                     Some(DeValue::Boolean(b)) => Some(b.to_string()),
                     _ => None,
@@ -639,8 +838,20 @@ impl<'i> Reader<'i> {
                 None => {
                     let mut known: Vec<&str> = scope.vars.keys().map(|k| k.as_str()).collect();
                     known.extend(["region", "stack", "az", "index"]);
-                    let hint = suggest(name, known.iter().copied()).map(|k| format!("did you mean ${{{k}}}? ")).unwrap_or_default();
-                    self.err(span.clone(), format!("undefined variable ${{{name}}} in {} (in {s:?})", scope.region.name), format!("{hint}define it under [vars] or [regions.{}]", scope.region.name));
+                    let hint = suggest(name, known.iter().copied())
+                        .map(|k| format!("did you mean ${{{k}}}? "))
+                        .unwrap_or_default();
+                    self.err(
+                        span.clone(),
+                        format!(
+                            "undefined variable ${{{name}}} in {} (in {s:?})",
+                            scope.region.name
+                        ),
+                        format!(
+                            "{hint}define it under [vars] or [regions.{}]",
+                            scope.region.name
+                        ),
+                    );
                     return None;
                 }
             }
@@ -651,13 +862,42 @@ impl<'i> Reader<'i> {
     }
 
     /// `{ within = "vpc.main", newbits = 8, netnum = 0 }`; per-AZ instances add their index to netnum.
-    fn computed_cidr(&mut self, address: &Address, field: &str, t: &'i DeTable<'i>, span: Span, scope: &Scope<'_, 'i>) {
+    fn computed_cidr(
+        &mut self,
+        address: &Address,
+        field: &str,
+        t: &'i DeTable<'i>,
+        span: Span,
+        scope: &Scope<'_, 'i>,
+    ) {
         const FIELDS: &[Field] = &[
-            Field::new("within", Ty::Ref(&["vpc", "subnet"]), "the resource whose cidr_block is divided"),
-            Field::new("newbits", Ty::Int { min: 1, max: 32 }, "bits added to its prefix length"),
-            Field::new("netnum", Ty::Int { min: 0, max: 1 << 24 }, "which of the smaller blocks (plus the AZ index in per_az blocks)"),
+            Field::new(
+                "within",
+                Ty::Ref(&["vpc", "subnet"]),
+                "the resource whose cidr_block is divided",
+            ),
+            Field::new(
+                "newbits",
+                Ty::Int { min: 1, max: 32 },
+                "bits added to its prefix length",
+            ),
+            Field::new(
+                "netnum",
+                Ty::Int {
+                    min: 0,
+                    max: 1 << 24,
+                },
+                "which of the smaller blocks (plus the AZ index in per_az blocks)",
+            ),
         ];
-        let (attrs, _) = self.fields(address, FIELDS, t, &[], scope, &format!("{}.{field}", address.name));
+        let (attrs, _) = self.fields(
+            address,
+            FIELDS,
+            t,
+            &[],
+            scope,
+            &format!("{}.{field}", address.name),
+        );
         let (Some(Value::Ref(within)), Some(newbits), Some(netnum)) = (
             attrs.get("within").cloned(),
             attrs.get("newbits").and_then(Value::as_int),
@@ -703,7 +943,14 @@ impl<'i> Reader<'i> {
             }
         }
         for p in pending {
-            self.err(p.span, format!("{}: cannot compute a CIDR within {}: it has no literal cidr_block", p.address, p.within), "");
+            self.err(
+                p.span,
+                format!(
+                    "{}: cannot compute a CIDR within {}: it has no literal cidr_block",
+                    p.address, p.within
+                ),
+                "",
+            );
         }
     }
 
@@ -711,7 +958,11 @@ impl<'i> Reader<'i> {
         match v.get_ref() {
             DeValue::Table(t) => Some(t),
             other => {
-                self.err(v.span(), format!("{what} must be a table, found {}", describe_de(other)), "");
+                self.err(
+                    v.span(),
+                    format!("{what} must be a table, found {}", describe_de(other)),
+                    "",
+                );
                 None
             }
         }
@@ -721,7 +972,11 @@ impl<'i> Reader<'i> {
         match v.get_ref() {
             DeValue::String(s) => Some(s.to_string()),
             other => {
-                self.err(v.span(), format!("{what} must be a string, found {}", describe_de(other)), "");
+                self.err(
+                    v.span(),
+                    format!("{what} must be a string, found {}", describe_de(other)),
+                    "",
+                );
                 None
             }
         }
@@ -755,21 +1010,43 @@ impl<'i> Reader<'i> {
     fn check_tag(&mut self, key: &Spanned<std::borrow::Cow<'i, str>>, value: &str, vspan: Span) {
         let k = key.get_ref();
         if k.starts_with("tsprov:") || k.starts_with("aws:") {
-            self.err(key.span(), format!("tag key {k:?} is reserved"), "tsprov:* tags are set by tsprov, aws:* by AWS");
+            self.err(
+                key.span(),
+                format!("tag key {k:?} is reserved"),
+                "tsprov:* tags are set by tsprov, aws:* by AWS",
+            );
         } else if k.is_empty() || k.chars().count() > 128 {
-            self.err(key.span(), format!("tag key {k:?} must have 1 to 128 characters"), "");
+            self.err(
+                key.span(),
+                format!("tag key {k:?} must have 1 to 128 characters"),
+                "",
+            );
         }
         if value.chars().count() > 256 {
-            self.err(vspan, format!("tag {k:?}: value longer than 256 characters"), "");
+            self.err(
+                vspan,
+                format!("tag {k:?}: value longer than 256 characters"),
+                "",
+            );
         }
     }
 
-    fn unknown_key(&mut self, key: &Spanned<std::borrow::Cow<'i, str>>, name: &str, valid: &[&str], place: &str) {
+    fn unknown_key(
+        &mut self,
+        key: &Spanned<std::borrow::Cow<'i, str>>,
+        name: &str,
+        valid: &[&str],
+        place: &str,
+    ) {
         let hint = match suggest(name, valid.iter().copied()) {
             Some(s) => format!("did you mean `{s}`? valid here: {}", valid.join(", ")),
             None => format!("valid here: {}", valid.join(", ")),
         };
-        self.err(key.span(), format!("unknown field `{name}` in {place}"), hint);
+        self.err(
+            key.span(),
+            format!("unknown field `{name}` in {place}"),
+            hint,
+        );
     }
 }
 

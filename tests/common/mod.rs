@@ -1,0 +1,224 @@
+//! Helpers for the integration tests: run the tsprov binary against LocalStack
+//! under a unique stack name, and read AWS back with the SDK's own calls.
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_ec2::types::Filter;
+
+pub const REGIONS: [&str; 3] = ["ap-southeast-1", "eu-west-1", "us-east-1"];
+
+pub fn endpoint() -> String {
+    std::env::var("TSPROV_TEST_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+}
+
+/// Fails (never skips) when LocalStack is not there.
+pub fn require_localstack() {
+    let url = endpoint();
+    let hostport = url.trim_start_matches("http://").trim_end_matches('/');
+    let addr = hostport
+        .parse()
+        .unwrap_or_else(|_| panic!("TSPROV_TEST_ENDPOINT={url} is not host:port"));
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        panic!("LocalStack is not reachable at {url}: start it with localstack/start.sh (scripts/test.sh does this for you)");
+    }
+}
+
+/// A stack name no other test (or earlier run) uses.
+pub fn unique_stack(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
+    format!("{prefix}-{t}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "tsprov failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+        })
+    }
+}
+
+/// Runs `tsprov <command> <plan> --stack <stack> --endpoint-url <localstack> <extra...>`.
+pub fn tsprov(command: &str, plan: &str, stack: &str, extra: &[&str]) -> Run {
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_tsprov"))
+        .arg(command)
+        .arg(plan)
+        .args(["--stack", stack, "--endpoint-url", &endpoint()])
+        .args(extra)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("TSPROV_DEPENDENCY_TIMEOUT", "30")
+        .output()
+        .expect("run tsprov");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// Writes a variant of a plan file to a temporary path.
+pub fn write_plan(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path: PathBuf = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+async fn sdk(region: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .endpoint_url(endpoint())
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .load()
+        .await
+}
+
+pub async fn ec2(region: &str) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&sdk(region).await)
+}
+
+pub async fn kms(region: &str) -> aws_sdk_kms::Client {
+    aws_sdk_kms::Client::new(&sdk(region).await)
+}
+
+pub fn stack_filter(stack: &str) -> Filter {
+    Filter::builder()
+        .name("tag:tsprov:stack")
+        .values(stack)
+        .build()
+}
+
+pub fn tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], key: &str) -> Option<&'a str> {
+    tags.iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
+}
+
+/// Everything still tagged with the stack in a region, as "kind id" strings (KMS: live aliases).
+pub async fn leftovers(region: &str, stack: &str) -> Vec<String> {
+    let ec2 = ec2(region).await;
+    let f = stack_filter(stack);
+    let mut out = Vec::new();
+    let vpcs = ec2.describe_vpcs().filters(f.clone()).send().await.unwrap();
+    out.extend(
+        vpcs.vpcs()
+            .iter()
+            .map(|v| format!("vpc {}", v.vpc_id().unwrap())),
+    );
+    let subnets = ec2
+        .describe_subnets()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap();
+    out.extend(
+        subnets
+            .subnets()
+            .iter()
+            .map(|s| format!("subnet {}", s.subnet_id().unwrap())),
+    );
+    let igws = ec2
+        .describe_internet_gateways()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap();
+    out.extend(
+        igws.internet_gateways()
+            .iter()
+            .map(|g| format!("igw {}", g.internet_gateway_id().unwrap())),
+    );
+    let eips = ec2
+        .describe_addresses()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap();
+    out.extend(
+        eips.addresses()
+            .iter()
+            .map(|a| format!("eip {}", a.allocation_id().unwrap())),
+    );
+    let nats = ec2
+        .describe_nat_gateways()
+        .filter(f.clone())
+        .send()
+        .await
+        .unwrap();
+    out.extend(
+        nats.nat_gateways()
+            .iter()
+            .filter(|n| {
+                !matches!(
+                    n.state(),
+                    Some(
+                        aws_sdk_ec2::types::NatGatewayState::Deleted
+                            | aws_sdk_ec2::types::NatGatewayState::Deleting
+                    )
+                )
+            })
+            .map(|n| format!("nat {}", n.nat_gateway_id().unwrap())),
+    );
+    let rts = ec2
+        .describe_route_tables()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap();
+    out.extend(
+        rts.route_tables()
+            .iter()
+            .map(|r| format!("route_table {}", r.route_table_id().unwrap())),
+    );
+    let sgs = ec2
+        .describe_security_groups()
+        .filters(f)
+        .send()
+        .await
+        .unwrap();
+    out.extend(
+        sgs.security_groups()
+            .iter()
+            .map(|g| format!("sg {}", g.group_id().unwrap())),
+    );
+    let aliases = kms(region).await.list_aliases().send().await.unwrap();
+    out.extend(
+        aliases
+            .aliases()
+            .iter()
+            .filter(|a| {
+                a.alias_name()
+                    .unwrap_or("")
+                    .starts_with(&format!("alias/{stack}/"))
+            })
+            .map(|a| format!("kms alias {}", a.alias_name().unwrap())),
+    );
+    out
+}
