@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::apply::Outcome;
 use crate::diff::{Action, AttrChange, Change, Summary};
+use crate::model::Value;
 
 /// Progress lines on stderr, prefixed with the region and the time since start.
 #[derive(Clone, Debug)]
@@ -56,7 +57,10 @@ pub fn plan_text(regions: &[RegionPlan]) -> String {
         if r.changes.is_empty() {
             out.push_str("  no changes\n");
         }
-        for c in &r.changes {
+        // Execution follows dependencies; people read by address.
+        let mut sorted: Vec<&Change> = r.changes.iter().collect();
+        sorted.sort_by(|a, b| a.address.cmp(&b.address));
+        for c in sorted {
             let id =
                 c.id.as_deref()
                     .map(|i| format!(" ({i})"))
@@ -109,8 +113,26 @@ fn render_attr(out: &mut String, action: Action, a: &AttrChange) {
                 let _ = writeln!(out, "          + {}", v.render());
             }
         }
+        (_, Some(Value::Map(old)), Some(Value::Map(new))) => {
+            // Maps (tags): only the keys that change.
+            let _ = writeln!(out, "        {}:{mark}", a.name);
+            for (k, v) in old.iter().filter(|(k, _)| !new.contains_key(*k)) {
+                let _ = writeln!(out, "          - {k} = {}", v.render());
+            }
+            for (k, v) in new {
+                match old.get(k) {
+                    None => {
+                        let _ = writeln!(out, "          + {k} = {}", v.render());
+                    }
+                    Some(o) if o != v => {
+                        let _ = writeln!(out, "          ~ {k}: {} -> {}", o.render(), v.render());
+                    }
+                    _ => {}
+                }
+            }
+        }
         (_, old, new) => {
-            let show = |v: &Option<crate::model::Value>| {
+            let show = |v: &Option<Value>| {
                 v.as_ref()
                     .map(|v| v.render())
                     .unwrap_or_else(|| "(none)".into())
