@@ -427,5 +427,9 @@ async fn reference_network_lifecycle() {
         assert!(left.is_empty(), "{region}: left behind: {left:?}");
     }
     let again = tsprov("destroy", &retagged_plan, &stack, &["--auto-approve"]).ok();
-    assert!(again.stdout.contains("Nothing to destroy"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("Nothing to destroy"),
+        "{}",
+        again.stdout
+    );
 }

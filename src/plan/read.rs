@@ -681,19 +681,13 @@ impl<'i> Reader<'i> {
                     );
                     return None;
                 };
-                // A per-AZ target named without index: the instance in the same AZ.
+                // A per-AZ target named without index: the instance in the same AZ; from a
+                // block with one instance, the first AZ's (so that switching a block between
+                // per-AZ and single, like the NAT gateways, is one line).
                 let count = scope.counts.get(&addr.block()).copied();
-                let addr = match (addr.index, count, scope.index) {
-                    (None, Some(n), Some(i)) if n > 0 => {
-                        Address::new(&addr.kind, &addr.name, Some(i))
-                    }
-                    (None, Some(n), None) if n > 0 => {
-                        self.err(
-                            span,
-                            format!("{addr} has one instance per AZ; say which one"),
-                            format!("e.g. \"{addr}[0]\", or make this resource per_az = true"),
-                        );
-                        return None;
+                let addr = match (addr.index, count) {
+                    (None, Some(n)) if n > 0 => {
+                        Address::new(&addr.kind, &addr.name, Some(scope.index.unwrap_or(0)))
                     }
                     _ => addr,
                 };

@@ -1,0 +1,208 @@
+//! Apply's promises against LocalStack: saved plans only apply to the live state
+//! they were made from; a failed resource stops only what depends on it; the
+//! single-NAT switch; --region isolation is covered in network.rs.
+
+mod common;
+
+use common::*;
+
+const SMALL: &str = r#"
+[stack]
+name = "small"
+tags = { Project = "TaskStream" }
+
+[regions.eu-west-1]
+azs = ["eu-west-1a", "eu-west-1b"]
+
+[vpc.main]
+cidr_block = "10.40.0.0/16"
+
+[subnet.app]
+per_az = true
+vpc = "vpc.main"
+cidr_block = { within = "vpc.main", newbits = 8, netnum = 0 }
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn saved_plan_applies_only_to_unchanged_live_state() {
+    require_localstack();
+    let stack = unique_stack("saved");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(&dir, "small.toml", SMALL);
+    let saved = dir.path().join("plan.json").display().to_string();
+
+    tsprov("plan", &plan, &stack, &["--out", &saved]).ok();
+    let applied = tsprov("apply", &saved, &stack, &[]).ok();
+    assert!(
+        applied.stdout.contains("apply complete"),
+        "{}",
+        applied.stdout
+    );
+    assert_eq!(
+        tsprov("plan", &plan, &stack, &["--detailed-exitcode"]).code,
+        0
+    );
+
+    // A second saved plan goes stale when someone changes AWS in between.
+    let tagged = write_plan(
+        &dir,
+        "tagged.toml",
+        &SMALL.replace(
+            "cidr_block = \"10.40.0.0/16\"",
+            "cidr_block = \"10.40.0.0/16\"\ntags = { Team = \"sre\" }",
+        ),
+    );
+    let stale = dir.path().join("stale.json").display().to_string();
+    tsprov("plan", &tagged, &stack, &["--out", &stale]).ok();
+    let ec2 = ec2("eu-west-1").await;
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(stack_filter(&stack))
+        .send()
+        .await
+        .unwrap();
+    let vpc_id = vpcs.vpcs()[0].vpc_id().unwrap().to_string();
+    ec2.create_tags()
+        .resources(&vpc_id)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("Hand")
+                .value("made")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let refused = tsprov("apply", &stale, &stack, &[]);
+    assert_eq!(refused.code, 1, "{}", refused.stdout);
+    assert!(
+        refused
+            .stderr
+            .contains("live state in AWS changed since this plan was saved"),
+        "{}",
+        refused.stderr
+    );
+    let vpcs = ec2.describe_vpcs().vpc_ids(&vpc_id).send().await.unwrap();
+    assert_eq!(
+        tag(vpcs.vpcs()[0].tags(), "Team"),
+        None,
+        "a refused saved plan changed nothing"
+    );
+
+    tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
+    assert!(leftovers("eu-west-1", &stack).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_resource_stops_only_its_dependents() {
+    require_localstack();
+    let stack = unique_stack("fail");
+    let dir = tempfile::tempdir().unwrap();
+    // eu-west-1z passes the name check but EC2 has no such zone: CreateSubnet fails.
+    let text = format!(
+        "{SMALL}\n[subnet.broken]\nvpc = \"vpc.main\"\ncidr_block = \"10.40.9.0/24\"\navailability_zone = \"eu-west-1z\"\n\n[route_table.broken]\nvpc = \"vpc.main\"\nsubnets = [\"subnet.broken\"]\n"
+    );
+    let plan = write_plan(&dir, "broken.toml", &text);
+    let run = tsprov("apply", &plan, &stack, &["--auto-approve"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("eu-west-1: 3 done, 1 failed, 1 skipped"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("failed subnet.broken: CreateSubnet failed"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(
+            "skipped route_table.broken: not started: it waits for subnet.broken, which failed"
+        ),
+        "{}",
+        run.stdout
+    );
+    let ec2 = ec2("eu-west-1").await;
+    let subnets = ec2
+        .describe_subnets()
+        .filters(stack_filter(&stack))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        subnets.subnets().len(),
+        2,
+        "the healthy subnets were created"
+    );
+
+    tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
+    assert!(leftovers("eu-west-1", &stack).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn single_nat_switch_builds_one_nat_per_region() {
+    require_localstack();
+    let stack = unique_stack("onenat");
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string("plans/taskstream.toml")
+        .unwrap()
+        .replace("nat_per_az = true", "nat_per_az = false");
+    let plan = write_plan(&dir, "onenat.toml", &text);
+    tsprov(
+        "apply",
+        &plan,
+        &stack,
+        &["--auto-approve", "--region", "ap-southeast-1"],
+    )
+    .ok();
+    let ec2 = ec2("ap-southeast-1").await;
+    let nats = ec2
+        .describe_nat_gateways()
+        .filter(stack_filter(&stack))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nats.nat_gateways().len(), 1);
+    let nat_id = nats.nat_gateways()[0].nat_gateway_id().unwrap();
+    assert_eq!(
+        tag(nats.nat_gateways()[0].tags(), "tsprov:address"),
+        Some("nat_gateway.main")
+    );
+    let eips = ec2
+        .describe_addresses()
+        .filters(stack_filter(&stack))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(eips.addresses().len(), 1);
+    let rts = ec2
+        .describe_route_tables()
+        .filters(stack_filter(&stack))
+        .send()
+        .await
+        .unwrap();
+    let private: Vec<_> = rts
+        .route_tables()
+        .iter()
+        .filter(|r| {
+            tag(r.tags(), "tsprov:address")
+                .unwrap()
+                .starts_with("route_table.private")
+        })
+        .collect();
+    assert_eq!(private.len(), 3);
+    for rt in private {
+        assert!(
+            rt.routes()
+                .iter()
+                .any(|r| r.nat_gateway_id() == Some(nat_id)),
+            "every private table routes to the one NAT"
+        );
+    }
+    // Other regions were not touched.
+    assert!(leftovers("us-east-1", &stack).await.is_empty());
+    tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
+    assert!(leftovers("ap-southeast-1", &stack).await.is_empty());
+}
