@@ -55,5 +55,32 @@ class ExtensionServesServices(unittest.TestCase):
             ec2.delete_vpc(VpcId=vpc)
 
 
+class Mends(unittest.TestCase):
+    def test_nat_gateway_tag_filters(self):
+        ec2 = client("ec2", "eu-west-2")
+        vpc = ec2.create_vpc(CidrBlock="10.98.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.98.0.0/24")["Subnet"]["SubnetId"]
+        nats = []
+        try:
+            for stack in ("mend-a", "mend-b"):
+                eip = ec2.allocate_address(Domain="vpc")["AllocationId"]
+                nat = ec2.create_nat_gateway(
+                    SubnetId=subnet,
+                    AllocationId=eip,
+                    TagSpecifications=[{"ResourceType": "natgateway", "Tags": [{"Key": "tsprov:stack", "Value": stack}]}],
+                )["NatGateway"]["NatGatewayId"]
+                nats.append((nat, eip))
+            found = ec2.describe_nat_gateways(Filters=[{"Name": "tag:tsprov:stack", "Values": ["mend-a"]}])["NatGateways"]
+            self.assertEqual([n["NatGatewayId"] for n in found], [nats[0][0]])
+            by_key = ec2.describe_nat_gateways(Filters=[{"Name": "tag-key", "Values": ["tsprov:stack"]}])["NatGateways"]
+            self.assertEqual(len(by_key), 2)
+        finally:
+            for nat, eip in nats:
+                ec2.delete_nat_gateway(NatGatewayId=nat)
+                ec2.release_address(AllocationId=eip)
+            ec2.delete_subnet(SubnetId=subnet)
+            ec2.delete_vpc(VpcId=vpc)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -102,8 +102,17 @@ pub async fn run(
                 graph.update_edge(d, n, ());
             }
         }
-        if let Some(id) = graph[n].change.id.as_deref() {
-            if let (Step::Create, Some(&d)) = (graph[n].step, deletes.get(id)) {
+        // A create waits for the deletes of its kind (its own replacement's among them):
+        // what goes may hold what comes needs (a CIDR, a group name). Deletes never wait
+        // for creates, so this adds no cycle.
+        if graph[n].step == Step::Create {
+            let kind = &graph[n].change.address.kind;
+            let same_kind: Vec<NodeIndex> = deletes
+                .values()
+                .copied()
+                .filter(|&d| &graph[d].change.address.kind == kind)
+                .collect();
+            for d in same_kind {
                 graph.update_edge(d, n, ());
             }
         }

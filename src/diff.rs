@@ -81,10 +81,13 @@ pub fn diff(desired: &[Resource], live: &[Live]) -> Vec<Change> {
     let mut changes = Vec::new();
     for l in live {
         // A second live resource with the same address (a create retried after a crash) goes.
-        if live_by_address.insert(&l.address, l).is_some()
-            && kinds::by_name(&l.address.kind).is_some()
-        {
-            changes.push(delete(l));
+        // The first one found stays.
+        if live_by_address.contains_key(&l.address) {
+            if kinds::by_name(&l.address.kind).is_some() {
+                changes.push(delete(l));
+            }
+        } else {
+            live_by_address.insert(&l.address, l);
         }
     }
     let graph = Graph::build(desired);
@@ -220,5 +223,220 @@ impl Summary {
     }
     pub fn is_empty(&self) -> bool {
         *self == Summary::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Attrs;
+
+    fn resource(address: &str, attrs: &[(&str, Value)]) -> Resource {
+        let address = Address::parse(address).unwrap();
+        let mut tags = BTreeMap::new();
+        tags.insert("tsprov:address".to_string(), address.to_string());
+        Resource {
+            address,
+            region: "eu-west-1".into(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            tags,
+            span: 0..0,
+            field_spans: BTreeMap::new(),
+            depends_on: vec![],
+        }
+    }
+
+    fn live(r: &Resource, id: &str, attrs: &[(&str, Value)]) -> Live {
+        let attrs: Attrs = attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        Live::from_tags(id, r.tags.clone(), attrs).unwrap()
+    }
+
+    fn vpc_ref() -> Value {
+        Value::Ref(Address::parse("vpc.main").unwrap())
+    }
+
+    fn network() -> Vec<Resource> {
+        vec![
+            resource(
+                "vpc.main",
+                &[
+                    ("cidr_block", Value::str("10.0.0.0/16")),
+                    ("enable_dns_support", Value::Bool(true)),
+                    ("enable_dns_hostnames", Value::Bool(true)),
+                ],
+            ),
+            resource(
+                "subnet.a",
+                &[
+                    ("vpc", vpc_ref()),
+                    ("cidr_block", Value::str("10.0.1.0/24")),
+                    ("availability_zone", Value::str("eu-west-1a")),
+                    ("map_public_ip_on_launch", Value::Bool(false)),
+                ],
+            ),
+        ]
+    }
+
+    fn live_network(want: &[Resource]) -> Vec<Live> {
+        vec![
+            live(
+                &want[0],
+                "vpc-1",
+                &[
+                    ("cidr_block", Value::str("10.0.0.0/16")),
+                    ("enable_dns_support", Value::Bool(true)),
+                    ("enable_dns_hostnames", Value::Bool(true)),
+                ],
+            ),
+            live(
+                &want[1],
+                "subnet-1",
+                &[
+                    ("vpc", Value::str("vpc-1")),
+                    ("cidr_block", Value::str("10.0.1.0/24")),
+                    ("availability_zone", Value::str("eu-west-1a")),
+                    ("map_public_ip_on_launch", Value::Bool(false)),
+                ],
+            ),
+        ]
+    }
+
+    fn action_of(changes: &[Change], address: &str) -> Option<Action> {
+        changes
+            .iter()
+            .find(|c| c.address.to_string() == address)
+            .map(|c| c.action)
+    }
+
+    #[test]
+    fn converged_state_has_no_changes() {
+        let want = network();
+        assert!(diff(&want, &live_network(&want)).is_empty());
+    }
+
+    #[test]
+    fn everything_missing_is_created_in_dependency_order() {
+        let changes = diff(&network(), &[]);
+        assert_eq!(
+            changes
+                .iter()
+                .map(|c| c.address.to_string())
+                .collect::<Vec<_>>(),
+            ["vpc.main", "subnet.a"]
+        );
+        let vpc_attr = changes[1]
+            .attributes
+            .iter()
+            .find(|a| a.name == "vpc")
+            .unwrap();
+        assert_eq!(vpc_attr.new, Some(Value::Unknown));
+    }
+
+    #[test]
+    fn updatable_attribute_and_tags_change_in_place() {
+        let mut want = network();
+        let have = live_network(&want);
+        want[1]
+            .attrs
+            .insert("map_public_ip_on_launch".into(), Value::Bool(true));
+        want[0].tags.insert("Team".into(), "sre".into());
+        let changes = diff(&want, &have);
+        assert_eq!(action_of(&changes, "subnet.a"), Some(Action::Update));
+        assert_eq!(action_of(&changes, "vpc.main"), Some(Action::Update));
+        let tags = &changes
+            .iter()
+            .find(|c| c.address.kind == "vpc")
+            .unwrap()
+            .attributes[0];
+        assert_eq!(tags.name, "tags");
+    }
+
+    #[test]
+    fn replacing_a_resource_replaces_what_cannot_follow_it() {
+        let mut want = network();
+        want[0]
+            .attrs
+            .insert("cidr_block".into(), Value::str("10.1.0.0/16"));
+        let changes = diff(&want, &live_network(&want));
+        assert_eq!(action_of(&changes, "vpc.main"), Some(Action::Replace));
+        // The subnet's vpc is unknown until the new VPC exists, and vpc forces replacement.
+        let subnet = changes.iter().find(|c| c.address.kind == "subnet").unwrap();
+        assert_eq!(subnet.action, Action::Replace);
+        assert!(subnet
+            .attributes
+            .iter()
+            .any(|a| a.name == "vpc" && a.forces_replacement));
+    }
+
+    #[test]
+    fn undeclared_live_resource_is_deleted_and_duplicates_go() {
+        let want = network();
+        let mut have = live_network(&want);
+        let mut dup = have[1].clone();
+        dup.id = "subnet-2".into();
+        have.push(dup);
+        let changes = diff(&want[..1], &have);
+        let deletes: Vec<_> = changes
+            .iter()
+            .filter(|c| c.action == Action::Delete)
+            .map(|c| c.id.clone().unwrap())
+            .collect();
+        assert_eq!(deletes.len(), 2, "{changes:?}");
+        assert!(
+            deletes.contains(&"subnet-1".to_string()) && deletes.contains(&"subnet-2".to_string())
+        );
+    }
+
+    #[test]
+    fn set_fields_ignore_order() {
+        let rt = resource(
+            "route_table.a",
+            &[
+                ("vpc", vpc_ref()),
+                (
+                    "subnets",
+                    Value::List(vec![Value::str("subnet-2"), Value::str("subnet-1")]),
+                ),
+            ],
+        );
+        let want = vec![network().remove(0), rt];
+        let mut have = vec![live_network(&want)[0].clone()];
+        have.push(live(
+            &want[1],
+            "rtb-1",
+            &[
+                ("vpc", Value::str("vpc-1")),
+                (
+                    "subnets",
+                    Value::List(vec![Value::str("subnet-1"), Value::str("subnet-2")]),
+                ),
+                ("routes", Value::List(vec![])),
+            ],
+        ));
+        assert!(diff(&want, &have).is_empty());
+    }
+
+    #[test]
+    fn summary_counts_each_action() {
+        let mut want = network();
+        want[0]
+            .attrs
+            .insert("cidr_block".into(), Value::str("10.1.0.0/16"));
+        let s = Summary::of(&diff(&want, &live_network(&want)));
+        assert_eq!(
+            s,
+            Summary {
+                add: 0,
+                change: 0,
+                replace: 2,
+                destroy: 0
+            }
+        );
     }
 }

@@ -95,3 +95,57 @@ impl Graph {
         out.push_str("  end\n");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Value;
+    use std::collections::BTreeMap;
+
+    fn r(address: &str, deps: &[&str]) -> Resource {
+        let mut attrs = BTreeMap::new();
+        for (i, d) in deps.iter().enumerate() {
+            attrs.insert(format!("ref{i}"), Value::Ref(Address::parse(d).unwrap()));
+        }
+        Resource {
+            address: Address::parse(address).unwrap(),
+            region: "eu-west-1".into(),
+            attrs,
+            tags: BTreeMap::new(),
+            span: 0..0,
+            field_spans: BTreeMap::new(),
+            depends_on: vec![],
+        }
+    }
+
+    #[test]
+    fn order_puts_dependencies_first() {
+        let g = Graph::build(&[
+            r("subnet.a", &["vpc.main"]),
+            r("nat_gateway.a", &["subnet.a", "eip.a"]),
+            r("vpc.main", &[]),
+            r("eip.a", &[]),
+        ]);
+        let order = g.order().unwrap();
+        let pos = |a: &str| order.iter().position(|x| x.to_string() == a).unwrap();
+        assert!(pos("vpc.main") < pos("subnet.a"));
+        assert!(pos("subnet.a") < pos("nat_gateway.a"));
+        assert!(pos("eip.a") < pos("nat_gateway.a"));
+        assert!(g.cycles().is_empty());
+    }
+
+    #[test]
+    fn cycles_name_every_member() {
+        let g = Graph::build(&[
+            r("vpc.a", &["vpc.c"]),
+            r("vpc.b", &["vpc.a"]),
+            r("vpc.c", &["vpc.b"]),
+            r("vpc.d", &[]),
+        ]);
+        let cycles = g.cycles();
+        assert_eq!(cycles.len(), 1);
+        let names: Vec<String> = cycles[0].iter().map(|a| a.to_string()).collect();
+        assert_eq!(names, ["vpc.a", "vpc.b", "vpc.c", "vpc.a"]);
+        assert!(g.order().is_none());
+    }
+}

@@ -15,7 +15,7 @@ use crate::cli::{Cli, Command, Common, GraphFormat};
 use crate::diff::{self, Change, Summary};
 use crate::graph::Graph;
 use crate::kinds::{self, Cx, Live};
-use crate::model::{Resource, Stack};
+use crate::model::{Resource, Stack, TAG_STACK};
 use crate::plan;
 use crate::report::{self, Progress, RegionPlan};
 
@@ -322,11 +322,14 @@ async fn discover(cx: &Cx) -> Result<Vec<Live>> {
             .await
             .with_context(|| format!("discovering {}", k.name()))
     });
-    Ok(futures::future::try_join_all(reads)
+    let mut live: Vec<Live> = futures::future::try_join_all(reads)
         .await?
         .into_iter()
         .flatten()
-        .collect())
+        .collect();
+    // The Describe filters are AWS's; this is ours: never touch what lacks this stack's tag.
+    live.retain(|l| l.tags.get(TAG_STACK) == Some(&cx.stack));
+    Ok(live)
 }
 
 const SAVED_FORMAT: &str = "tsprov-saved-plan/1";

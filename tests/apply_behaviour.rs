@@ -206,3 +206,94 @@ async fn single_nat_switch_builds_one_nat_per_region() {
     tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
     assert!(leftovers("ap-southeast-1", &stack).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destroy_names_what_still_lives_in_the_vpc() {
+    require_localstack();
+    let stack = unique_stack("blocked");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(&dir, "small.toml", SMALL);
+    tsprov("apply", &plan, &stack, &["--auto-approve"]).ok();
+    // Someone made a subnet by hand in the stack's VPC: AWS answers DependencyViolation.
+    let ec2 = ec2("eu-west-1").await;
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(stack_filter(&stack))
+        .send()
+        .await
+        .unwrap();
+    let vpc_id = vpcs.vpcs()[0].vpc_id().unwrap().to_string();
+    let stray = ec2
+        .create_subnet()
+        .vpc_id(&vpc_id)
+        .cidr_block("10.40.200.0/24")
+        .availability_zone("eu-west-1a")
+        .send()
+        .await
+        .unwrap();
+    let stray_id = stray.subnet().unwrap().subnet_id().unwrap().to_string();
+
+    let blocked = tsprov_env(
+        "destroy",
+        &plan,
+        &stack,
+        &["--auto-approve"],
+        &[("TSPROV_DEPENDENCY_TIMEOUT", "2")],
+    );
+    assert_eq!(blocked.code, 1, "{}", blocked.stdout);
+    assert!(
+        blocked.stdout.contains("failed vpc.main"),
+        "{}",
+        blocked.stdout
+    );
+    assert!(
+        blocked
+            .stdout
+            .contains(&format!("still holds: subnet {stray_id}")),
+        "{}",
+        blocked.stdout
+    );
+    assert!(
+        blocked.stdout.contains("DependencyViolation"),
+        "{}",
+        blocked.stdout
+    );
+
+    ec2.delete_subnet()
+        .subnet_id(&stray_id)
+        .send()
+        .await
+        .unwrap();
+    tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
+    assert!(leftovers("eu-west-1", &stack).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_change_plan_calls_do_not_grow_with_resources() {
+    require_localstack();
+    let stack = unique_stack("calls");
+    let dir = tempfile::tempdir().unwrap();
+    let small = write_plan(&dir, "small.toml", SMALL);
+    tsprov("apply", &small, &stack, &["--auto-approve"]).ok();
+    let calls = |plan: &str| {
+        let run = tsprov("plan", plan, &stack, &["--json", "--detailed-exitcode"]);
+        assert_eq!(run.code, 0, "not converged: {}", run.stdout);
+        run.json()["api_calls"].as_u64().unwrap()
+    };
+    let few = calls(&small);
+    // Five times the subnets and eight security groups: the same reads.
+    let mut bigger = SMALL.replace("[subnet.app]", "[subnet.app0]");
+    for i in 1..5 {
+        bigger.push_str(&format!("\n[subnet.app{i}]\nper_az = true\nvpc = \"vpc.main\"\ncidr_block = {{ within = \"vpc.main\", newbits = 8, netnum = {} }}\n", 10 * i));
+    }
+    for i in 0..8 {
+        bigger.push_str(&format!("\n[security_group.g{i}]\nvpc = \"vpc.main\"\ningress = [{{ port = {}, cidr = \"10.40.0.0/16\" }}]\n", 8000 + i));
+    }
+    let bigger = write_plan(&dir, "bigger.toml", &bigger);
+    tsprov("apply", &bigger, &stack, &["--auto-approve"]).ok();
+    let many = calls(&bigger);
+    eprintln!("no-change plan: {few} calls for 3 resources, {many} calls for 27 resources");
+    assert_eq!(few, many);
+    tsprov("destroy", &bigger, &stack, &["--auto-approve"]).ok();
+    assert!(leftovers("eu-west-1", &stack).await.is_empty());
+}

@@ -292,7 +292,8 @@ fn rules_live(group_address: &Address, g: &AwsGroup) -> Live {
         // Its own id, so that no two live resources share one; calls use the group's.
         id: format!("{id}#rules"),
         attrs,
-        tags: BTreeMap::new(),
+        // The group's: ownership checks read them; rules are not tagged themselves.
+        tags: tags_of(g.tags()),
         handles: BTreeMap::new(),
     }
 }

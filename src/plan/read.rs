@@ -1087,3 +1087,181 @@ pub fn fnv(bytes: &[u8]) -> u64 {
         (h ^ *b as u64).wrapping_mul(0x100000001b3)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[stack]
+name = "t"
+tags = { Project = "P" }
+
+[vars]
+nat_per_az = true
+
+[regions.eu-west-1]
+azs = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+cidr = "10.20.0.0/16"
+
+[regions.us-east-1]
+azs = ["us-east-1a", "us-east-1b"]
+cidr = "10.10.0.0/16"
+
+[vpc.main]
+cidr_block = "${cidr}"
+
+[subnet.public]
+per_az = true
+vpc = "vpc.main"
+cidr_block = { within = "vpc.main", newbits = 8, netnum = 4 }
+
+[eip.nat]
+per_az = "${nat_per_az}"
+
+[nat_gateway.main]
+per_az = "${nat_per_az}"
+subnet = "subnet.public"
+eip = "eip.nat"
+
+[route_table.public]
+vpc = "vpc.main"
+subnets = ["subnet.public"]
+"#;
+
+    fn stack(text: &str) -> Stack {
+        let (stack, diags) = read("t.toml", text, None);
+        assert!(diags.is_empty(), "{diags:?}");
+        stack.unwrap()
+    }
+
+    fn get<'a>(s: &'a Stack, region: &str, address: &str) -> &'a Resource {
+        s.regions[region]
+            .iter()
+            .find(|r| r.address.to_string() == address)
+            .unwrap_or_else(|| panic!("no {address} in {region}"))
+    }
+
+    #[test]
+    fn per_region_values_and_per_az_expansion() {
+        let s = stack(BASE);
+        assert_eq!(
+            get(&s, "eu-west-1", "vpc.main").attrs["cidr_block"],
+            Value::str("10.20.0.0/16")
+        );
+        assert_eq!(
+            get(&s, "us-east-1", "vpc.main").attrs["cidr_block"],
+            Value::str("10.10.0.0/16")
+        );
+        // netnum counts up per AZ; AZ defaults to the instance's.
+        let sub = get(&s, "eu-west-1", "subnet.public[2]");
+        assert_eq!(sub.attrs["cidr_block"], Value::str("10.20.6.0/24"));
+        assert_eq!(sub.attrs["availability_zone"], Value::str("eu-west-1c"));
+        assert_eq!(
+            s.regions["us-east-1"]
+                .iter()
+                .filter(|r| r.address.kind == "subnet")
+                .count(),
+            2
+        );
+        // Per-AZ to per-AZ references match by index; a list takes every instance.
+        let nat = get(&s, "eu-west-1", "nat_gateway.main[1]");
+        assert_eq!(
+            nat.attrs["subnet"],
+            Value::Ref(Address::new("subnet", "public", Some(1)))
+        );
+        assert_eq!(
+            nat.attrs["eip"],
+            Value::Ref(Address::new("eip", "nat", Some(1)))
+        );
+        let rt = get(&s, "eu-west-1", "route_table.public");
+        assert_eq!(rt.attrs["subnets"].as_list().len(), 3);
+    }
+
+    #[test]
+    fn tags_carry_stack_address_and_name() {
+        let s = stack(BASE);
+        let tags = &get(&s, "eu-west-1", "subnet.public[0]").tags;
+        assert_eq!(tags["tsprov:stack"], "t");
+        assert_eq!(tags["tsprov:address"], "subnet.public[0]");
+        assert_eq!(tags["Project"], "P");
+        assert_eq!(tags["Name"], "t-public-a");
+    }
+
+    #[test]
+    fn single_nat_switch_is_one_line() {
+        let s = stack(&BASE.replace("nat_per_az = true", "nat_per_az = false"));
+        let nats: Vec<_> = s.regions["eu-west-1"]
+            .iter()
+            .filter(|r| r.address.kind == "nat_gateway")
+            .collect();
+        assert_eq!(nats.len(), 1);
+        assert_eq!(nats[0].address.to_string(), "nat_gateway.main");
+        assert_eq!(
+            nats[0].attrs["subnet"],
+            Value::Ref(Address::new("subnet", "public", Some(0)))
+        );
+        assert_eq!(
+            nats[0].attrs["eip"],
+            Value::Ref(Address::new("eip", "nat", None))
+        );
+    }
+
+    #[test]
+    fn stack_override_renames_and_retags() {
+        let (s, _) = read("t.toml", BASE, Some("other"));
+        let s = s.unwrap();
+        assert_eq!(s.name, "other");
+        assert_eq!(
+            get(&s, "eu-west-1", "vpc.main").tags["tsprov:stack"],
+            "other"
+        );
+    }
+
+    #[test]
+    fn security_group_splits_into_group_and_rules() {
+        let text = format!("{BASE}\n[security_group.db]\nvpc = \"vpc.main\"\ningress = [{{ port = 5432, security_group = \"security_group.db\" }}]\n");
+        let s = stack(&text);
+        let rules = get(&s, "eu-west-1", "security_group_rules.db");
+        assert_eq!(
+            rules.attrs["group"],
+            Value::Ref(Address::new("security_group", "db", None))
+        );
+        let rule = rules.attrs["ingress"].as_list()[0]
+            .as_map()
+            .unwrap()
+            .clone();
+        assert_eq!(rule["from_port"], Value::Int(5432));
+        assert_eq!(rule["to_port"], Value::Int(5432));
+        assert_eq!(rule["protocol"], Value::str("tcp"));
+        // Left out, egress is what AWS gives a new group: all traffic out.
+        assert_eq!(rules.attrs["egress"].as_list().len(), 1);
+        assert!(!get(&s, "eu-west-1", "security_group.db")
+            .attrs
+            .contains_key("ingress"));
+    }
+
+    #[test]
+    fn invalid_utf8_and_deep_nesting_give_errors_not_panics() {
+        let nested = format!(
+            "[stack]\nname = \"t\"\nx = {}1{}\n",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let (_, diags) = read("t.toml", &nested, None);
+        assert!(!diags.is_empty());
+    }
+
+    #[test]
+    fn self_referencing_variable_is_an_error() {
+        let (_, diags) = read(
+            "t.toml",
+            &BASE.replace("nat_per_az = true", "nat_per_az = \"${nat_per_az}\""),
+            None,
+        );
+        assert!(
+            diags.iter().any(|d| d.message.contains("nest deeper")),
+            "{diags:?}"
+        );
+    }
+}

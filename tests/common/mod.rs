@@ -64,6 +64,17 @@ impl Run {
 
 /// Runs `tsprov <command> <plan> --stack <stack> --endpoint-url <localstack> <extra...>`.
 pub fn tsprov(command: &str, plan: &str, stack: &str, extra: &[&str]) -> Run {
+    tsprov_env(command, plan, stack, extra, &[])
+}
+
+/// `tsprov` with extra environment variables.
+pub fn tsprov_env(
+    command: &str,
+    plan: &str,
+    stack: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_tsprov"))
         .arg(command)
         .arg(plan)
@@ -73,6 +84,7 @@ pub fn tsprov(command: &str, plan: &str, stack: &str, extra: &[&str]) -> Run {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
         .env("TSPROV_DEPENDENCY_TIMEOUT", "30")
+        .envs(env.iter().copied())
         .output()
         .expect("run tsprov");
     Run {
