@@ -132,7 +132,10 @@ async fn execute(session: Session, auto_approve: bool, verb: &str) -> Result<Exi
     let plans = session.region_plans();
     print!("{}", report::plan_text(&plans));
     if plans.iter().all(|p| p.summary.is_empty()) {
-        println!("Nothing to {verb}: live state matches the plan.");
+        println!(
+            "Nothing to {verb}: live state matches the plan ({} AWS API calls in all).",
+            session.calls.total()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if !auto_approve && !confirm(verb)? {

@@ -297,3 +297,75 @@ async fn no_change_plan_calls_do_not_grow_with_resources() {
     tsprov("destroy", &bigger, &stack, &["--auto-approve"]).ok();
     assert!(leftovers("eu-west-1", &stack).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nat_gateway_waiter_reports_progress_times_out_and_the_next_run_converges() {
+    require_localstack();
+    let stack = unique_stack("slow");
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{SMALL}\n[eip.nat]\n\n[nat_gateway.main]\nsubnet = \"subnet.app[0]\"\neip = \"eip.nat\"\n"
+    );
+    let plan = write_plan(&dir, "nat.toml", &text);
+    // The proxy holds every NAT gateway in `pending`, as real AWS does for minutes.
+    let hold: proxy::Rewrite = std::sync::Arc::new(|op: &str, body: String| {
+        if op == "DescribeNatGateways" {
+            body.replace("<state>available</state>", "<state>pending</state>")
+        } else {
+            body
+        }
+    });
+    let slow = proxy::start(endpoint(), hold).await;
+    // 10 min x 0.005 = a 3 s timeout; progress every 0.5 s.
+    let env = [
+        ("TSPROV_WAIT_SCALE", "0.005"),
+        ("TSPROV_PROGRESS_SECONDS", "0.5"),
+    ];
+    let run = tokio::task::spawn_blocking({
+        let (url, plan, stack) = (slow.url.clone(), plan.clone(), stack.clone());
+        move || tsprov_via(&url, "apply", &plan, &stack, &["--auto-approve"], &env)
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("still waiting for nat_gateway.main nat-"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("to become available: pending after"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .contains("failed nat_gateway.main: timed out after 3s waiting for nat_gateway.main"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("(still pending)"), "{}", run.stdout);
+    assert!(
+        slow.operations
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|o| *o == "DescribeNatGateways")
+            .count()
+            >= 3
+    );
+
+    // Without the hold the gateway is available: the next run adopts it, no duplicate.
+    tsprov("apply", &plan, &stack, &["--auto-approve"]).ok();
+    let nats = ec2("eu-west-1")
+        .await
+        .describe_nat_gateways()
+        .filter(stack_filter(&stack))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nats.nat_gateways().len(), 1, "one NAT gateway, not two");
+    tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
+    assert!(leftovers("eu-west-1", &stack).await.is_empty());
+}

@@ -2,6 +2,8 @@
 //! under a unique stack name, and read AWS back with the SDK's own calls.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -75,10 +77,22 @@ pub fn tsprov_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Run {
+    tsprov_via(&endpoint(), command, plan, stack, extra, env)
+}
+
+/// `tsprov` through another endpoint (a test proxy).
+pub fn tsprov_via(
+    endpoint: &str,
+    command: &str,
+    plan: &str,
+    stack: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_tsprov"))
         .arg(command)
         .arg(plan)
-        .args(["--stack", stack, "--endpoint-url", &endpoint()])
+        .args(["--stack", stack, "--endpoint-url", endpoint])
         .args(extra)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
