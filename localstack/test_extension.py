@@ -56,6 +56,41 @@ class ExtensionServesServices(unittest.TestCase):
 
 
 class Mends(unittest.TestCase):
+    def test_elasticache_replication_group_members_and_deletes(self):
+        ec2 = client("ec2", "ap-southeast-1")
+        cache = client("elasticache", "ap-southeast-1")
+        vpc = ec2.create_vpc(CidrBlock="10.97.0.0/16")["Vpc"]["VpcId"]
+        subnets = [
+            ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.97.{i}.0/24", AvailabilityZone=f"ap-southeast-1{az}")["Subnet"]["SubnetId"]
+            for i, az in enumerate("ab")
+        ]
+        try:
+            cache.create_cache_subnet_group(CacheSubnetGroupName="tsprov-mend", CacheSubnetGroupDescription="t", SubnetIds=subnets)
+            group = cache.create_replication_group(
+                ReplicationGroupId="tsprov-mend", ReplicationGroupDescription="t", Engine="redis",
+                CacheNodeType="cache.t4g.small", NumCacheClusters=3, CacheSubnetGroupName="tsprov-mend",
+                AutomaticFailoverEnabled=True, MultiAZEnabled=True,
+            )["ReplicationGroup"]
+            self.assertEqual(len(group["MemberClusters"]), 3)
+            cache.delete_replication_group(ReplicationGroupId="tsprov-mend")
+            with self.assertRaises(Exception) as gone:
+                cache.describe_replication_groups(ReplicationGroupId="tsprov-mend")
+            self.assertEqual(gone.exception.response["Error"]["Code"], "ReplicationGroupNotFoundFault")
+            cache.delete_cache_subnet_group(CacheSubnetGroupName="tsprov-mend")
+            with self.assertRaises(Exception) as gone:
+                cache.describe_cache_subnet_groups(CacheSubnetGroupName="tsprov-mend")
+            self.assertEqual(gone.exception.response["Error"]["Code"], "CacheSubnetGroupNotFoundFault")
+        finally:
+            for s in subnets:
+                ec2.delete_subnet(SubnetId=s)
+            ec2.delete_vpc(VpcId=vpc)
+
+    def test_eks_errors_carry_their_code(self):
+        with self.assertRaises(Exception) as caught:
+            client("eks").describe_cluster(name="tsprov-no-such-cluster")
+        self.assertEqual(caught.exception.response["Error"]["Code"], "ResourceNotFoundException")
+        self.assertEqual(caught.exception.response["ResponseMetadata"]["HTTPStatusCode"], 404)
+
     def test_nat_gateway_tag_filters(self):
         ec2 = client("ec2", "eu-west-2")
         vpc = ec2.create_vpc(CidrBlock="10.98.0.0/16")["Vpc"]["VpcId"]

@@ -69,6 +69,12 @@ pub struct Clients {
     pub region: String,
     pub ec2: aws_sdk_ec2::Client,
     pub kms: aws_sdk_kms::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub eks: aws_sdk_eks::Client,
+    pub rds: aws_sdk_rds::Client,
+    pub elasticache: aws_sdk_elasticache::Client,
 }
 
 pub async fn clients(region: &str, endpoint: Option<&str>, counter: Arc<CallCounter>) -> Clients {
@@ -80,16 +86,29 @@ pub async fn clients(region: &str, endpoint: Option<&str>, counter: Arc<CallCoun
         loader = loader.endpoint_url(url);
     }
     let sdk = loader.load().await;
-    let ec2 = aws_sdk_ec2::config::Builder::from(&sdk)
+    // Every client counts its calls; S3 uses path-style addressing against a custom endpoint.
+    macro_rules! client {
+        ($krate:ident) => {{
+            let conf = $krate::config::Builder::from(&sdk)
+                .interceptor(CountCalls(counter.clone()))
+                .build();
+            $krate::Client::from_conf(conf)
+        }};
+    }
+    let s3_conf = aws_sdk_s3::config::Builder::from(&sdk)
         .interceptor(CountCalls(counter.clone()))
-        .build();
-    let kms = aws_sdk_kms::config::Builder::from(&sdk)
-        .interceptor(CountCalls(counter))
+        .force_path_style(sdk.endpoint_url().is_some())
         .build();
     Clients {
         region: region.to_string(),
-        ec2: aws_sdk_ec2::Client::from_conf(ec2),
-        kms: aws_sdk_kms::Client::from_conf(kms),
+        ec2: client!(aws_sdk_ec2),
+        kms: client!(aws_sdk_kms),
+        iam: client!(aws_sdk_iam),
+        logs: client!(aws_sdk_cloudwatchlogs),
+        s3: aws_sdk_s3::Client::from_conf(s3_conf),
+        eks: client!(aws_sdk_eks),
+        rds: client!(aws_sdk_rds),
+        elasticache: client!(aws_sdk_elasticache),
     }
 }
 

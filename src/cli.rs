@@ -79,6 +79,10 @@ pub struct Common {
     /// Send every AWS call here (LocalStack); AWS_ENDPOINT_URL works too.
     #[arg(long)]
     pub endpoint_url: Option<String>,
+    /// Allow deleting or replacing this data-holding resource (KMS key, database,
+    /// bucket), e.g. `--allow-destroy kms_key.main`; repeatable.
+    #[arg(long = "allow-destroy", value_name = "ADDRESS")]
+    pub allow_destroy: Vec<String>,
     /// Steps in flight at once per region.
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,

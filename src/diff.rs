@@ -53,6 +53,9 @@ pub struct Change {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub attributes: Vec<AttrChange>,
+    /// Why this change may not run (it would destroy data); apply refuses the whole plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
 }
 
 /// Sorts set-like lists so that order never counts as a difference.
@@ -124,6 +127,7 @@ pub fn diff(desired: &[Resource], live: &[Live]) -> Vec<Change> {
                 action: Action::Create,
                 id: None,
                 attributes,
+                blocked: None,
             });
             continue;
         };
@@ -181,6 +185,7 @@ pub fn diff(desired: &[Resource], live: &[Live]) -> Vec<Change> {
             action,
             id: Some(have.id.clone()),
             attributes,
+            blocked: None,
         });
     }
     for l in live_by_address.values() {
@@ -191,12 +196,42 @@ pub fn diff(desired: &[Resource], live: &[Live]) -> Vec<Change> {
     changes
 }
 
+/// Marks the deletes and replacements that would destroy data (a kind's guard) and
+/// that the run did not allow with `--allow-destroy ADDRESS`; protected resources
+/// (deletion protection on) stay blocked whatever is allowed.
+pub fn block_data_loss(changes: &mut [Change], live: &[Live], allowed: &[String]) {
+    for c in changes
+        .iter_mut()
+        .filter(|c| matches!(c.action, Action::Delete | Action::Replace))
+    {
+        let (Some(kind), Some(l)) = (
+            kinds::by_name(&c.address.kind),
+            live.iter().find(|l| Some(&l.id) == c.id.as_ref()),
+        ) else {
+            continue;
+        };
+        c.blocked = match kind.deletion_guard(l) {
+            Some(kinds::Guard::Protected(why)) => Some(why),
+            Some(kinds::Guard::HoldsData(what))
+                if !allowed.iter().any(|a| a == &c.address.to_string()) =>
+            {
+                Some(format!(
+                    "{what}; pass --allow-destroy {} to allow it",
+                    c.address
+                ))
+            }
+            _ => None,
+        };
+    }
+}
+
 fn delete(l: &Live) -> Change {
     Change {
         address: l.address.clone(),
         action: Action::Delete,
         id: Some(l.id.clone()),
         attributes: vec![],
+        blocked: None,
     }
 }
 
@@ -206,12 +241,15 @@ pub struct Summary {
     pub change: usize,
     pub replace: usize,
     pub destroy: usize,
+    /// Changes that may not run without `--allow-destroy` (counted in the others too).
+    pub blocked: usize,
 }
 
 impl Summary {
     pub fn of<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Summary {
         let mut s = Summary::default();
         for c in changes {
+            s.blocked += c.blocked.is_some() as usize;
             match c.action {
                 Action::Create => s.add += 1,
                 Action::Update => s.change += 1,

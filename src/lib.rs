@@ -7,6 +7,7 @@
 //!
 //! - `plan/`    reads plan files (TOML) into `model`, checks everything before any AWS call
 //! - `schema`   what each kind accepts; which changes replace
+//! - `policy`   IAM policy documents in canonical form
 //! - `graph`    per-region dependency DAG (petgraph): order, cycles, DOT/Mermaid
 //! - `kinds/`   one file per resource kind: its AWS calls, nothing else knows them
 //! - `aws`      clients per region, call counting, retries and waiters
@@ -23,6 +24,7 @@ pub mod graph;
 pub mod kinds;
 pub mod model;
 pub mod plan;
+pub mod policy;
 pub mod report;
 pub mod run;
 pub mod schema;

@@ -77,6 +77,9 @@ pub fn plan_text(regions: &[RegionPlan]) -> String {
                 String::new()
             };
             let _ = writeln!(out, "  {:>3} {}{id}{why}", c.action.symbol(), c.address);
+            if let Some(why) = &c.blocked {
+                let _ = writeln!(out, "      ! blocked: {why}");
+            }
             for a in &c.attributes {
                 render_attr(&mut out, c.action, a);
             }
@@ -88,6 +91,7 @@ pub fn plan_text(regions: &[RegionPlan]) -> String {
         t.change += r.summary.change;
         t.replace += r.summary.replace;
         t.destroy += r.summary.destroy;
+        t.blocked += r.summary.blocked;
         t
     });
     let _ = writeln!(out, "Plan: {}", summary_line(&total));
@@ -149,8 +153,13 @@ fn render_attr(out: &mut String, action: Action, a: &AttrChange) {
 }
 
 pub fn summary_line(s: &Summary) -> String {
+    let blocked = if s.blocked > 0 {
+        format!(" {} blocked.", s.blocked)
+    } else {
+        String::new()
+    };
     format!(
-        "{} to add, {} to change, {} to replace, {} to destroy.",
+        "{} to add, {} to change, {} to replace, {} to destroy.{blocked}",
         s.add, s.change, s.replace, s.destroy
     )
 }

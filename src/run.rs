@@ -138,6 +138,10 @@ async fn execute(session: Session, auto_approve: bool, verb: &str) -> Result<Exi
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let blocked: usize = plans.iter().map(|p| p.summary.blocked).sum();
+    if blocked > 0 {
+        bail!("refusing to {verb}: {blocked} change(s) would destroy data or hit deletion protection (marked ! above); nothing was changed");
+    }
     if !auto_approve && !confirm(verb)? {
         eprintln!("{verb} cancelled; nothing was changed.");
         return Ok(ExitCode::from(1));
@@ -244,7 +248,8 @@ impl Session {
                 } else {
                     stack.regions[*region].clone()
                 };
-                let changes = diff::diff(&desired, &live);
+                let mut changes = diff::diff(&desired, &live);
+                diff::block_data_loss(&mut changes, &live, &common.allow_destroy);
                 Ok::<_, anyhow::Error>(RegionState {
                     cx,
                     desired,
@@ -279,6 +284,7 @@ impl Session {
             t.change += p.summary.change;
             t.replace += p.summary.replace;
             t.destroy += p.summary.destroy;
+            t.blocked += p.summary.blocked;
             t
         });
         serde_json::json!({

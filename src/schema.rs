@@ -18,6 +18,11 @@ pub enum Ty {
     List(&'static Ty),
     /// A table with these fields (e.g. one route, one rule).
     Object(&'static [Field]),
+    /// A table of strings (labels).
+    StrMap,
+    /// A JSON document (an IAM policy), written as a TOML table or a JSON string;
+    /// kept in canonical form so that equal meaning compares equal.
+    Json,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -89,6 +94,8 @@ impl Ty {
             ),
             Ty::Enum(vals) => format!("one of {}", vals.join(", ")),
             Ty::List(inner) => format!("a list of {}", inner.describe()),
+            Ty::StrMap => "a table of strings".into(),
+            Ty::Json => "a policy document (a table, or a JSON string)".into(),
             Ty::Object(fields) => format!(
                 "a table with {}",
                 fields.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use async_trait::async_trait;
 use aws_sdk_kms::types::{KeyState, Tag};
 
-use super::{Cx, Desired, Kind, Live};
+use super::{Cx, Desired, Guard, Kind, Live};
 use crate::aws::{api, error_code, eventually};
 use crate::model::{Address, Attrs, Value, TAG_STACK};
 use crate::schema::{Default, Field, Ty};
@@ -41,6 +41,12 @@ impl Kind for KmsKey {
     }
     fn fields(&self) -> &'static [Field] {
         FIELDS
+    }
+
+    fn deletion_guard(&self, _live: &Live) -> Option<Guard> {
+        Some(Guard::HoldsData(
+            "a KMS key: what it encrypted becomes unreadable once it is deleted".into(),
+        ))
     }
 
     async fn discover(&self, cx: &Cx) -> Result<Vec<Live>> {
@@ -77,10 +83,10 @@ impl Kind for KmsKey {
             let mut attrs = Attrs::new();
             attrs.insert("description".into(), Value::str(meta.description().unwrap_or_default()));
             attrs.insert("enable_key_rotation".into(), Value::Bool(rotation.key_rotation_enabled()));
-            let mut live = Live::from_tags(key_id.clone(), tags, attrs);
+            // The ARN is the id: what logs, EKS, RDS, ElastiCache and S3 need to refer to it.
+            let mut live = Live::from_tags(meta.arn().unwrap_or(key_id), tags, attrs);
             if let Some(l) = live.as_mut() {
                 l.handles.insert("alias".into(), alias.clone());
-                l.handles.insert("arn".into(), meta.arn().unwrap_or_default().to_string());
             }
             Ok(live)
         });
@@ -117,11 +123,10 @@ impl Kind for KmsKey {
         if want.bool("enable_key_rotation") {
             set_rotation(cx, &key_id, true).await?;
         }
-        let mut live = Live::from_tags(&key_id, want.tags.clone(), want.attrs.clone())
+        let arn = meta.arn().unwrap_or(&key_id);
+        let mut live = Live::from_tags(arn, want.tags.clone(), want.attrs.clone())
             .expect("desired tags carry the address");
         live.handles.insert("alias".into(), alias);
-        live.handles
-            .insert("arn".into(), meta.arn().unwrap_or_default().to_string());
         Ok(live)
     }
 

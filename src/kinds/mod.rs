@@ -16,10 +16,15 @@ use crate::schema::Field;
 
 mod ec2;
 pub mod eip;
+pub mod eks;
+pub mod flow_log;
+pub mod iam_role;
 pub mod internet_gateway;
 pub mod kms_key;
+pub mod log_group;
 pub mod nat_gateway;
 pub mod route_table;
+pub mod s3_bucket;
 pub mod security_group;
 pub mod subnet;
 pub mod vpc;
@@ -28,6 +33,8 @@ pub mod vpc;
 pub fn registry() -> &'static [&'static dyn Kind] {
     &[
         &kms_key::KmsKey,
+        &iam_role::IamRole,
+        &log_group::LogGroup,
         &vpc::Vpc,
         &subnet::Subnet,
         &internet_gateway::InternetGateway,
@@ -36,6 +43,10 @@ pub fn registry() -> &'static [&'static dyn Kind] {
         &route_table::RouteTable,
         &security_group::SecurityGroup,
         &security_group::SecurityGroupRules,
+        &flow_log::FlowLog,
+        &s3_bucket::S3Bucket,
+        &eks::EksCluster,
+        &eks::EksNodeGroup,
     ]
 }
 
@@ -114,6 +125,13 @@ impl Desired {
     }
 }
 
+pub enum Guard {
+    /// It holds data: deleting or replacing it needs `--allow-destroy ADDRESS`.
+    HoldsData(String),
+    /// AWS itself refuses until a setting changes; the message says which.
+    Protected(String),
+}
+
 #[async_trait]
 pub trait Kind: Send + Sync + 'static {
     fn name(&self) -> &'static str;
@@ -124,6 +142,11 @@ pub trait Kind: Send + Sync + 'static {
     /// Kinds tsprov derives from another block; not written in plan files.
     fn internal(&self) -> bool {
         false
+    }
+    /// Whether deleting this live resource would destroy data (`--allow-destroy` needed)
+    /// or is impossible as it stands (deletion protection on).
+    fn deletion_guard(&self, _live: &Live) -> Option<Guard> {
+        None
     }
     /// One plan block may stand for several resources (a security group and its rules).
     fn expand(&self, resource: Resource) -> Vec<Resource> {

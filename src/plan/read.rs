@@ -568,6 +568,19 @@ impl<'i> Reader<'i> {
         }
         let found = describe_de(v.get_ref());
         match (ty, v.get_ref()) {
+            (Ty::Json, DeValue::Table(_) | DeValue::Array(_)) => {
+                let doc = self.to_json(v, scope, depth)?;
+                Some(Value::Str(crate::policy::canonical(&doc)))
+            }
+            (Ty::StrMap, DeValue::Table(t)) => {
+                let mut out = BTreeMap::new();
+                for (k, val) in t.iter() {
+                    if let Some(Value::Str(s)) = self.convert(val, &Ty::Str, scope, depth) {
+                        out.insert(k.get_ref().to_string(), Value::Str(s));
+                    }
+                }
+                Some(Value::Map(out))
+            }
             (Ty::Str, DeValue::String(s)) => match self.interpolate(s, &span, scope, depth)? {
                 Interp::Text(t) => Some(Value::Str(t)),
                 Interp::Whole(var) => self.convert(var, ty, scope, depth + 1),
@@ -653,6 +666,17 @@ impl<'i> Reader<'i> {
                         span,
                         format!("{t:?} is not a valid CIDR block"),
                         "expected e.g. \"10.0.0.0/16\" or \"2001:db8::/56\"",
+                    );
+                    None
+                }
+            },
+            Ty::Json => match serde_json::from_str::<serde_json::Value>(&t) {
+                Ok(doc) => Some(Value::Str(crate::policy::canonical(&doc))),
+                Err(e) => {
+                    self.err(
+                        span,
+                        format!("not a JSON document: {e}"),
+                        "write the policy as a TOML table, or as a JSON string",
                     );
                     None
                 }
@@ -946,6 +970,37 @@ impl<'i> Reader<'i> {
                 "",
             );
         }
+    }
+
+    /// A TOML value as JSON (policy documents), `${...}` expanded in strings.
+    fn to_json(
+        &mut self,
+        v: &'i Sv<'i>,
+        scope: &Scope<'_, 'i>,
+        depth: usize,
+    ) -> Option<serde_json::Value> {
+        use serde_json::Value as J;
+        Some(match v.get_ref() {
+            DeValue::String(s) => match self.interpolate(s, &v.span(), scope, depth)? {
+                Interp::Text(t) => J::String(t),
+                Interp::Whole(var) => return self.to_json(var, scope, depth + 1),
+            },
+            DeValue::Integer(i) => J::from(i64::from_str_radix(i.as_str(), i.radix()).ok()?),
+            DeValue::Float(f) => J::from(f.as_str().parse::<f64>().ok()?),
+            DeValue::Boolean(b) => J::Bool(*b),
+            DeValue::Datetime(d) => J::String(d.to_string()),
+            DeValue::Array(items) => J::Array(
+                items
+                    .iter()
+                    .map(|i| self.to_json(i, scope, depth))
+                    .collect::<Option<_>>()?,
+            ),
+            DeValue::Table(t) => J::Object(
+                t.iter()
+                    .map(|(k, v)| Some((k.get_ref().to_string(), self.to_json(v, scope, depth)?)))
+                    .collect::<Option<_>>()?,
+            ),
+        })
     }
 
     fn table(&mut self, v: &'i Sv<'i>, what: &str) -> Option<&'i DeTable<'i>> {

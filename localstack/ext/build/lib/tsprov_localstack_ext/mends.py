@@ -28,3 +28,57 @@ def mend_nat_gateway_tag_filters():
 
     describe_nat_gateways._tsprov_mended = True
     NatGatewayBackend.describe_nat_gateways = describe_nat_gateways
+
+
+@hooks.on_infra_start()
+def mend_elasticache_num_cache_clusters():
+    """A cluster-mode-disabled replication group gets NumCacheClusters members in AWS;
+    moto ignored the number and always made one (no replica, so no failover)."""
+    from moto.elasticache.models import ReplicationGroup
+
+    original = ReplicationGroup._set_node_members_clusters_disabled
+    if getattr(original, "_tsprov_mended", False):
+        return
+
+    def members(self, member_clusters, replication_group_id, replication_group_domain, node_group,
+                preferred_cache_cluster_azs, num_cache_clusters, replicas_per_node_group):
+        if not replicas_per_node_group and num_cache_clusters and int(num_cache_clusters) > 1:
+            replicas_per_node_group = int(num_cache_clusters) - 1
+        return original(self, member_clusters, replication_group_id, replication_group_domain, node_group,
+                        preferred_cache_cluster_azs, num_cache_clusters, replicas_per_node_group)
+
+    members._tsprov_mended = True
+    ReplicationGroup._set_node_members_clusters_disabled = members
+
+
+@hooks.on_infra_start()
+def mend_elasticache_deletes():
+    """DeleteReplicationGroup left the group `deleting` forever (AWS removes it), and
+    DeleteCacheSubnetGroup answered 501 (AWS documents it)."""
+    from moto.core.responses import ActionResult
+    from moto.elasticache.exceptions import CacheSubnetGroupNotFound
+    from moto.elasticache.models import ElastiCacheBackend
+    from moto.elasticache.responses import ElastiCacheResponse
+
+    original = ElastiCacheBackend.delete_replication_group
+    if getattr(original, "_tsprov_mended", False):
+        return
+
+    def delete_replication_group(self, replication_group_id, retain_primary_cluster):
+        group = original(self, replication_group_id, retain_primary_cluster)
+        self.replication_groups.pop(replication_group_id, None)
+        return group
+
+    def delete_cache_subnet_group(self, cache_subnet_group_name):
+        if cache_subnet_group_name not in self.cache_subnet_groups:
+            raise CacheSubnetGroupNotFound(cache_subnet_group_name)
+        return self.cache_subnet_groups.pop(cache_subnet_group_name)
+
+    def delete_cache_subnet_group_response(self):
+        self.elasticache_backend.delete_cache_subnet_group(self._get_param("CacheSubnetGroupName"))
+        return ActionResult({})
+
+    delete_replication_group._tsprov_mended = True
+    ElastiCacheBackend.delete_replication_group = delete_replication_group
+    ElastiCacheBackend.delete_cache_subnet_group = delete_cache_subnet_group
+    ElastiCacheResponse.delete_cache_subnet_group = delete_cache_subnet_group_response
