@@ -56,6 +56,20 @@ class ExtensionServesServices(unittest.TestCase):
 
 
 class Mends(unittest.TestCase):
+    def test_rds_managed_password_with_a_localstack_kms_key(self):
+        key = client("kms", "eu-west-3").create_key()["KeyMetadata"]["Arn"]
+        rds = client("rds", "eu-west-3")
+        cluster = rds.create_db_cluster(
+            DBClusterIdentifier="tsprov-mend-kms", Engine="aurora-postgresql", EngineVersion="16.4",
+            MasterUsername="admin1", ManageMasterUserPassword=True, MasterUserSecretKmsKeyId=key,
+            StorageEncrypted=True, KmsKeyId=key,
+        )["DBCluster"]
+        try:
+            self.assertEqual(cluster["MasterUserSecret"]["KmsKeyId"], key)
+            self.assertNotIn("MasterUserPassword", cluster)
+        finally:
+            rds.delete_db_cluster(DBClusterIdentifier="tsprov-mend-kms", SkipFinalSnapshot=True)
+
     def test_elasticache_replication_group_members_and_deletes(self):
         ec2 = client("ec2", "ap-southeast-1")
         cache = client("elasticache", "ap-southeast-1")
@@ -72,6 +86,11 @@ class Mends(unittest.TestCase):
                 AutomaticFailoverEnabled=True, MultiAZEnabled=True,
             )["ReplicationGroup"]
             self.assertEqual(len(group["MemberClusters"]), 3)
+            modified = cache.modify_replication_group(
+                ReplicationGroupId="tsprov-mend", CacheNodeType="cache.r7g.large", ApplyImmediately=True
+            )["ReplicationGroup"]
+            self.assertEqual(modified["CacheNodeType"], "cache.r7g.large")
+            self.assertEqual(modified["MultiAZ"], "enabled")
             cache.delete_replication_group(ReplicationGroupId="tsprov-mend")
             with self.assertRaises(Exception) as gone:
                 cache.describe_replication_groups(ReplicationGroupId="tsprov-mend")

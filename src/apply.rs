@@ -61,7 +61,8 @@ pub async fn run(
     let mut graph: DiGraph<Node, ()> = DiGraph::new();
     let mut creates: HashMap<&Address, NodeIndex> = HashMap::new();
     let mut writes: Vec<NodeIndex> = Vec::new();
-    let mut deletes: HashMap<&str, NodeIndex> = HashMap::new();
+    // (kind, id) -> its delete step: ids are unique only within a kind (`<stack>-main`).
+    let mut deletes: HashMap<(&str, &str), NodeIndex> = HashMap::new();
     for c in changes {
         let l = live_of(c);
         if matches!(c.action, Action::Delete | Action::Replace) {
@@ -71,7 +72,7 @@ pub async fn run(
                 live: l,
             });
             if let Some(id) = &c.id {
-                deletes.insert(id, d);
+                deletes.insert((c.address.kind.as_str(), id.as_str()), d);
             }
         }
         let step = match c.action {
@@ -117,13 +118,22 @@ pub async fn run(
             }
         }
     }
-    for (&id, &d) in &deletes {
+    for (&(kind, id), &d) in &deletes {
         let Some(l) = graph[d].live else { continue };
+        let Some(kind) = kinds::by_name(kind) else {
+            continue;
+        };
         let mut refs = Vec::new();
-        l.attrs.values().for_each(|v| v.strings(&mut refs));
-        for r in refs.into_iter().filter(|r| *r != id) {
-            if let Some(&target) = deletes.get(r) {
-                graph.update_edge(d, target, ());
+        for field in kind.fields() {
+            if let Some(v) = l.attrs.get(field.name) {
+                field.ty.live_refs(v, &mut refs);
+            }
+        }
+        for (target_kinds, target_id) in refs.into_iter().filter(|(_, r)| *r != id) {
+            for target_kind in target_kinds {
+                if let Some(&target) = deletes.get(&(*target_kind, target_id)) {
+                    graph.update_edge(d, target, ());
+                }
             }
         }
     }

@@ -132,7 +132,7 @@ pub fn diff(desired: &[Resource], live: &[Live]) -> Vec<Change> {
             continue;
         };
         let mut attributes = Vec::new();
-        for field in kind.fields() {
+        for field in kind.fields().iter().filter(|f| !f.write_only) {
             let Some(want_value) = want.attrs.get(field.name) else {
                 continue;
             };

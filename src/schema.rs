@@ -47,6 +47,8 @@ pub struct Field {
     pub replace: bool,
     /// Compared as a set: order in the plan and in AWS does not matter.
     pub set: bool,
+    /// Sent on create but not readable back from AWS's batch read: never compared.
+    pub write_only: bool,
     pub doc: &'static str,
 }
 
@@ -58,6 +60,7 @@ impl Field {
             default: Default::Required,
             replace: false,
             set: false,
+            write_only: false,
             doc,
         }
     }
@@ -73,9 +76,37 @@ impl Field {
         self.set = true;
         self
     }
+    pub const fn write_only(mut self) -> Field {
+        self.write_only = true;
+        self
+    }
 }
 
 impl Ty {
+    /// In a live value of this type: each AWS id it holds that refers to another
+    /// resource, with the kinds that resource may be of.
+    pub fn live_refs<'a>(
+        &self,
+        v: &'a crate::model::Value,
+        out: &mut Vec<(&'static [&'static str], &'a str)>,
+    ) {
+        use crate::model::Value;
+        match (self, v) {
+            (Ty::Ref(kinds), Value::Str(id)) => out.push((kinds, id)),
+            (Ty::List(inner), Value::List(items)) => {
+                items.iter().for_each(|i| inner.live_refs(i, out))
+            }
+            (Ty::Object(fields), Value::Map(m)) => {
+                for f in fields.iter() {
+                    if let Some(v) = m.get(f.name) {
+                        f.ty.live_refs(v, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// How the type reads in an error message.
     pub fn describe(&self) -> String {
         match self {

@@ -31,9 +31,18 @@ const FIELDS: &[Field] = &[
     )
     .default(Default::EmptyList)
     .set(),
+    Field::new(
+        "inline_policy",
+        Ty::Json,
+        "its own permissions (least privilege), kept as the inline policy `tsprov`",
+    )
+    .default(Default::None),
     Field::new("description", Ty::Str, "what the role is for")
         .default(Default::Str("Managed by tsprov")),
 ];
+
+/// The name of the one inline policy tsprov manages on a role.
+const INLINE: &str = "tsprov";
 
 pub fn path(stack: &str, region: &str) -> String {
     format!("/tsprov/{stack}/{region}/")
@@ -75,7 +84,7 @@ impl Kind for IamRole {
             .map_err(api("ListRoles"))?;
         let reads = roles.iter().map(|role| async move {
             let name = role.role_name();
-            let (tags, attached) = tokio::try_join!(
+            let (tags, attached, inline) = tokio::try_join!(
                 async {
                     cx.aws
                         .iam
@@ -96,6 +105,21 @@ impl Kind for IamRole {
                         .try_collect()
                         .await
                         .map_err(api("ListAttachedRolePolicies"))
+                },
+                async {
+                    match cx
+                        .aws
+                        .iam
+                        .get_role_policy()
+                        .role_name(name)
+                        .policy_name(INLINE)
+                        .send()
+                        .await
+                        .map_err(api("GetRolePolicy"))
+                    {
+                        Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(None),
+                        other => other.map(|p| canonical_from_aws(p.policy_document())),
+                    }
                 },
             )?;
             let tags: BTreeMap<String, String> = tags
@@ -123,6 +147,9 @@ impl Kind for IamRole {
                 "description".into(),
                 Value::str(role.description().unwrap_or_default()),
             );
+            if let Some(policy) = inline {
+                attrs.insert("inline_policy".into(), Value::Str(policy));
+            }
             Ok::<_, anyhow::Error>(Live::from_tags(role.arn(), tags, attrs))
         });
         Ok(futures::future::try_join_all(reads)
@@ -155,6 +182,7 @@ impl Kind for IamRole {
         {
             attach(cx, &name, policy.as_str().unwrap_or_default()).await?;
         }
+        put_inline(cx, &name, want).await?;
         Ok(Live::from_tags(arn, want.tags.clone(), want.attrs.clone())
             .expect("desired tags carry the address"))
     }
@@ -173,6 +201,7 @@ impl Kind for IamRole {
                         .await
                         .map_err(api("UpdateAssumeRolePolicy"))?;
                 }
+                "inline_policy" => put_inline(cx, name, want).await?,
                 "description" => {
                     cx.aws
                         .iam
@@ -251,6 +280,23 @@ impl Kind for IamRole {
         {
             detach(cx, name, p.as_str().unwrap_or_default()).await?;
         }
+        if live.attrs.contains_key("inline_policy") {
+            match cx
+                .aws
+                .iam
+                .delete_role_policy()
+                .role_name(name)
+                .policy_name(INLINE)
+                .send()
+                .await
+                .map_err(api("DeleteRolePolicy"))
+            {
+                Err(e) if error_code(&e) == Some("NoSuchEntity") => {}
+                other => {
+                    other?;
+                }
+            }
+        }
         match cx
             .aws
             .iam
@@ -264,6 +310,42 @@ impl Kind for IamRole {
             other => other.map(|_| ()),
         }
     }
+}
+
+/// Puts the wanted inline policy, or removes it when the plan has none.
+async fn put_inline(cx: &Cx, role: &str, want: &Desired) -> Result<()> {
+    match want.attrs.get("inline_policy").and_then(Value::as_str) {
+        Some(doc) => {
+            eventually(|| async {
+                cx.aws
+                    .iam
+                    .put_role_policy()
+                    .role_name(role)
+                    .policy_name(INLINE)
+                    .policy_document(doc)
+                    .send()
+                    .await
+                    .map_err(api("PutRolePolicy"))
+            })
+            .await?;
+        }
+        None => match cx
+            .aws
+            .iam
+            .delete_role_policy()
+            .role_name(role)
+            .policy_name(INLINE)
+            .send()
+            .await
+            .map_err(api("DeleteRolePolicy"))
+        {
+            Err(e) if error_code(&e) == Some("NoSuchEntity") => {}
+            other => {
+                other?;
+            }
+        },
+    }
+    Ok(())
 }
 
 async fn attach(cx: &Cx, role: &str, policy: &str) -> Result<()> {

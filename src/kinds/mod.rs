@@ -17,12 +17,14 @@ use crate::schema::Field;
 mod ec2;
 pub mod eip;
 pub mod eks;
+pub mod elasticache;
 pub mod flow_log;
 pub mod iam_role;
 pub mod internet_gateway;
 pub mod kms_key;
 pub mod log_group;
 pub mod nat_gateway;
+pub mod rds;
 pub mod route_table;
 pub mod s3_bucket;
 pub mod security_group;
@@ -47,6 +49,11 @@ pub fn registry() -> &'static [&'static dyn Kind] {
         &s3_bucket::S3Bucket,
         &eks::EksCluster,
         &eks::EksNodeGroup,
+        &rds::DbSubnetGroup,
+        &rds::RdsCluster,
+        &rds::RdsInstance,
+        &elasticache::CacheSubnetGroup,
+        &elasticache::ReplicationGroup,
     ]
 }
 

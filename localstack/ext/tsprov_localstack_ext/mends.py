@@ -82,3 +82,59 @@ def mend_elasticache_deletes():
     ElastiCacheBackend.delete_replication_group = delete_replication_group
     ElastiCacheBackend.delete_cache_subnet_group = delete_cache_subnet_group
     ElastiCacheResponse.delete_cache_subnet_group = delete_cache_subnet_group_response
+
+
+@hooks.on_infra_start()
+def mend_elasticache_modify_replication_group():
+    """ModifyReplicationGroup answered 501; AWS changes the description, node type,
+    automatic failover and Multi-AZ of a group in place."""
+    from moto.core.responses import ActionResult
+    from moto.elasticache.exceptions import ReplicationGroupNotFound
+    from moto.elasticache.responses import ElastiCacheResponse
+
+    if getattr(ElastiCacheResponse, "_tsprov_modify_mended", False):
+        return
+
+    def modify_replication_group(self):
+        backend = self.elasticache_backend
+        group_id = self._get_param("ReplicationGroupId")
+        group = backend.replication_groups.get(group_id)
+        if group is None:
+            raise ReplicationGroupNotFound(group_id)
+        if self._get_param("ReplicationGroupDescription") is not None:
+            group.description = self._get_param("ReplicationGroupDescription")
+        if self._get_param("CacheNodeType") is not None:
+            group.cache_node_type = self._get_param("CacheNodeType")
+        if self._get_param("AutomaticFailoverEnabled") is not None:
+            group.automatic_failover = "enabled" if self._get_bool_param("AutomaticFailoverEnabled") else "disabled"
+        if self._get_param("MultiAZEnabled") is not None:
+            group.multi_az = "enabled" if self._get_bool_param("MultiAZEnabled") else "disabled"
+        return ActionResult({"ReplicationGroup": group})
+
+    ElastiCacheResponse.modify_replication_group = modify_replication_group
+    ElastiCacheResponse._tsprov_modify_mended = True
+
+
+@hooks.on_infra_start()
+def mend_rds_master_user_secret_kms_key():
+    """With ManageMasterUserPassword, RDS looked MasterUserSecretKmsKeyId up in moto's
+    own KMS, which does not hold LocalStack's KMS keys: CreateDBCluster failed with 500
+    (KeyError). AWS accepts any key of the account and reports it back as given."""
+    from moto.rds.models import MasterUserSecret
+
+    original = MasterUserSecret._create_secret
+    if getattr(original, "_tsprov_mended", False):
+        return
+
+    def create_secret(self, kms_key_id):
+        self._tsprov_kms_key_id = kms_key_id
+        return original(self, None)
+
+    def kms_key_id(self):
+        return getattr(self, "_tsprov_kms_key_id", None) or (
+            f"arn:aws:kms:{self.resource.backend.region_name}:{self.resource.backend.account_id}:alias/aws/secretsmanager"
+        )
+
+    create_secret._tsprov_mended = True
+    MasterUserSecret._create_secret = create_secret
+    MasterUserSecret.kms_key_id = property(kms_key_id)
