@@ -284,6 +284,7 @@ mod tests {
             span: 0..0,
             field_spans: BTreeMap::new(),
             depends_on: vec![],
+            exceptions: BTreeMap::new(),
         }
     }
 
@@ -473,7 +474,8 @@ mod tests {
                 add: 0,
                 change: 0,
                 replace: 2,
-                destroy: 0
+                destroy: 0,
+                blocked: 0
             }
         );
     }

@@ -115,6 +115,7 @@ mod tests {
             span: 0..0,
             field_spans: BTreeMap::new(),
             depends_on: vec![],
+            exceptions: BTreeMap::new(),
         }
     }
 

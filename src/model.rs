@@ -225,6 +225,8 @@ pub struct Resource {
     pub field_spans: BTreeMap<String, Span>,
     /// Explicit ordering (`depends_on = [...]`) besides the references in attributes.
     pub depends_on: Vec<Address>,
+    /// SOC 2 controls this resource is exempt from, with the reason (`soc2_exceptions`).
+    pub exceptions: BTreeMap<String, String>,
 }
 
 impl Resource {

@@ -16,6 +16,7 @@ azs = ["eu-west-1a", "eu-west-1b"]
 
 [vpc.main]
 cidr_block = "10.40.0.0/16"
+soc2_exceptions = { flow-logs = "short-lived test VPC with no traffic" }
 
 [subnet.app]
 per_az = true
@@ -146,9 +147,7 @@ async fn single_nat_switch_builds_one_nat_per_region() {
     require_localstack();
     let stack = unique_stack("onenat");
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string("plans/taskstream.toml")
-        .unwrap()
-        .replace("nat_per_az = true", "nat_per_az = false");
+    let text = network_plan_text().replace("nat_per_az = true", "nat_per_az = false");
     let plan = write_plan(&dir, "onenat.toml", &text);
     tsprov(
         "apply",
@@ -203,7 +202,13 @@ async fn single_nat_switch_builds_one_nat_per_region() {
     }
     // Other regions were not touched.
     assert!(leftovers("us-east-1", &stack).await.is_empty());
-    tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
+    tsprov(
+        "destroy",
+        &plan,
+        &stack,
+        &["--auto-approve", "--allow-destroy", "kms_key.main"],
+    )
+    .ok();
     assert!(leftovers("ap-southeast-1", &stack).await.is_empty());
 }
 

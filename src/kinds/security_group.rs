@@ -182,6 +182,7 @@ impl Kind for SecurityGroup {
             span: group.span.clone(),
             field_spans: group.field_spans.clone(),
             depends_on: vec![],
+            exceptions: group.exceptions.clone(),
         };
         vec![group, rules]
     }

@@ -1,6 +1,7 @@
 //! Plan files -> the typed model: parse, expand per region, check everything
 //! (types, references, CIDRs, AZs, cycles, per-kind rules) before any AWS call.
 
+pub mod guardrails;
 pub mod read;
 pub mod source;
 
@@ -65,6 +66,7 @@ pub fn check(stack: &Stack) -> Vec<Diagnostic> {
                 kind.check(r, resources, &mut diags);
             }
         }
+        guardrails::check(resources, &mut diags);
         for cycle in Graph::build(resources).cycles() {
             let path = cycle
                 .iter()

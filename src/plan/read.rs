@@ -62,7 +62,7 @@ pub const REGIONS: &[&str] = &[
     "il-central-1",
 ];
 
-const BLOCK_META: &[&str] = &["per_az", "regions", "tags", "depends_on"];
+const BLOCK_META: &[&str] = &["per_az", "regions", "tags", "depends_on", "soc2_exceptions"];
 const MAX_VAR_DEPTH: usize = 8;
 
 struct RegionDecl<'i> {
@@ -467,7 +467,22 @@ impl<'i> Reader<'i> {
                     },
                     None => vec![],
                 };
+                let mut field_spans = field_spans;
+                let exceptions = match block.table.get("soc2_exceptions") {
+                    Some(v) => {
+                        field_spans.insert("soc2_exceptions".into(), v.span());
+                        match self.convert(v, &Ty::StrMap, &scope, 0) {
+                            Some(Value::Map(m)) => m
+                                .into_iter()
+                                .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+                                .collect(),
+                            _ => BTreeMap::new(),
+                        }
+                    }
+                    None => BTreeMap::new(),
+                };
                 let res = Resource {
+                    exceptions,
                     depends_on,
                     address,
                     region: region.name.clone(),

@@ -108,6 +108,31 @@ pub fn tsprov_via(
     }
 }
 
+/// The network layer of the reference plan alone (everything before the IAM roles),
+/// with the flow-log control waived: flow logs belong to the platform part.
+pub fn network_plan_text() -> String {
+    let full = std::fs::read_to_string("plans/taskstream.toml").unwrap();
+    let end = full
+        .find("# --- IAM roles")
+        .expect("the reference plan has an IAM section");
+    full[..end].replace(
+        "[vpc.main]\n",
+        "[vpc.main]\nsoc2_exceptions = { flow-logs = \"network-only test stack: flow logs are tested with the platform\" }\n",
+    )
+}
+
+/// What a destroy of the reference plan must allow: every data-holding resource.
+pub const ALLOW_DATA_LOSS: &[&str] = &[
+    "--allow-destroy",
+    "kms_key.main",
+    "--allow-destroy",
+    "rds_cluster.main",
+    "--allow-destroy",
+    "s3_bucket.data_lake",
+    "--allow-destroy",
+    "s3_bucket.artifacts",
+];
+
 /// Writes a variant of a plan file to a temporary path.
 pub fn write_plan(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     let path: PathBuf = dir.path().join(name);
