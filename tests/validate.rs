@@ -27,7 +27,7 @@ fn reference_plan_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("valid: stack taskstream, 3 regions, 90 resources"),
+        stdout.contains("valid: stack taskstream, 3 regions, 144 resources"),
         "{stdout}"
     );
 }
@@ -88,7 +88,7 @@ fn plan_with_invalid_file_makes_no_aws_call_and_exits_1() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("4 problems found; nothing was sent to AWS"),
+        stderr.contains("5 problems found; nothing was sent to AWS"),
         "{stderr}"
     );
 }
@@ -115,4 +115,29 @@ fn graph_prints_dot_and_mermaid() {
         mermaid.contains("us_east_1_route_table_private_0_ --> us_east_1_nat_gateway_main_0_"),
         "{mermaid}"
     );
+}
+
+#[test]
+fn a_reasoned_exception_lifts_a_soc2_control() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("exception.toml");
+    std::fs::write(
+        &plan,
+        r#"
+[stack]
+name = "ok"
+[regions.eu-west-1]
+azs = ["eu-west-1a"]
+[kms_key.legacy]
+enable_key_rotation = false
+soc2_exceptions = { key-rotation = "imported key material cannot rotate; rotated by hand every 90 days" }
+"#,
+    )
+    .unwrap();
+    let out = tsprov().arg("validate").arg(&plan).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&plan, std::fs::read_to_string(&plan).unwrap().replace("soc2_exceptions", "# soc2_exceptions")).unwrap();
+    let out = tsprov().arg("validate").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SOC 2 control key-rotation"));
 }
