@@ -14,11 +14,14 @@ if healthy; then echo "localstack: already running on 127.0.0.1:4566" >&2; exit 
 mkdir -p "$state/volume"
 # S3 data lands here whatever the settings; start from a clean store.
 rm -rf /tmp/localstack-s3-storage
+# plux caches entry points (our providers and mends) keyed by file mtimes, which a
+# reinstall of the extension may leave unchanged: keep its cache here, new each start.
+rm -rf "$state/cache"
 (
   cd "$state"
   OVERRIDE_IN_DOCKER=0 GATEWAY_SERVER=hypercorn GATEWAY_LISTEN=127.0.0.1:4566 \
   DNS_ADDRESS=0 SKIP_SSL_CERT_DOWNLOAD=1 DISABLE_EVENTS=1 PERSISTENCE=0 \
-  LOCALSTACK_VOLUME_DIR="$state/volume" EAGER_SERVICE_LOADING=0 \
+  LOCALSTACK_VOLUME_DIR="$state/volume" EAGER_SERVICE_LOADING=0 XDG_CACHE_HOME="$state/cache" \
   nohup "$venv/bin/python" -m localstack.runtime.main >"$state/localstack.log" 2>&1 &
   echo $! >"$state/localstack.pid"
 )

@@ -45,6 +45,10 @@ class ExtensionServesServices(unittest.TestCase):
                 DBSubnetGroupName="tsprov-ext-test", DBSubnetGroupDescription="ext test", SubnetIds=subnets
             )["DBSubnetGroup"]
             self.assertEqual(group["VpcId"], vpc)
+            # Mend: a modified subnet group stays.
+            rds.modify_db_subnet_group(DBSubnetGroupName="tsprov-ext-test", DBSubnetGroupDescription="changed", SubnetIds=subnets)
+            kept = rds.describe_db_subnet_groups(DBSubnetGroupName="tsprov-ext-test")["DBSubnetGroups"][0]
+            self.assertEqual(kept["DBSubnetGroupDescription"], "changed")
             # Regions stay isolated.
             names = [g["DBSubnetGroupName"] for g in client("rds", "eu-west-1").describe_db_subnet_groups()["DBSubnetGroups"]]
             self.assertNotIn("tsprov-ext-test", names)
@@ -56,6 +60,43 @@ class ExtensionServesServices(unittest.TestCase):
 
 
 class Mends(unittest.TestCase):
+    def test_eks_updates(self):
+        ec2 = client("ec2", "ca-central-1")
+        eks = client("eks", "ca-central-1")
+        vpc = ec2.create_vpc(CidrBlock="10.96.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.96.0.0/24")["Subnet"]["SubnetId"]
+        try:
+            eks.create_cluster(name="tsprov-mend", version="1.31", roleArn="arn:aws:iam::000000000000:role/r",
+                               resourcesVpcConfig={"subnetIds": [subnet]})
+            eks.create_nodegroup(clusterName="tsprov-mend", nodegroupName="ng", nodeRole="arn:aws:iam::000000000000:role/n",
+                                 subnets=[subnet], scalingConfig={"minSize": 1, "desiredSize": 1, "maxSize": 3},
+                                 labels={"a": "1"}, taints=[{"key": "k", "value": "v", "effect": "NO_SCHEDULE"}])
+            update = eks.update_cluster_version(name="tsprov-mend", version="1.32")["update"]
+            self.assertEqual(eks.describe_update(name="tsprov-mend", updateId=update["id"])["update"]["status"], "Successful")
+            self.assertEqual(eks.describe_cluster(name="tsprov-mend")["cluster"]["version"], "1.32")
+            eks.update_cluster_config(name="tsprov-mend", logging={"clusterLogging": [{"types": ["api", "audit"], "enabled": True}]})
+            logging = eks.describe_cluster(name="tsprov-mend")["cluster"]["logging"]["clusterLogging"]
+            self.assertIn({"types": ["api", "audit"], "enabled": True}, logging)
+            update = eks.update_nodegroup_config(
+                clusterName="tsprov-mend", nodegroupName="ng", scalingConfig={"desiredSize": 2},
+                labels={"addOrUpdateLabels": {"b": "2"}, "removeLabels": ["a"]},
+                taints={"removeTaints": [{"key": "k", "effect": "NO_SCHEDULE"}]},
+            )["update"]
+            self.assertEqual(eks.describe_update(name="tsprov-mend", nodegroupName="ng", updateId=update["id"])["update"]["status"], "Successful")
+            group = eks.describe_nodegroup(clusterName="tsprov-mend", nodegroupName="ng")["nodegroup"]
+            self.assertEqual(group["scalingConfig"]["desiredSize"], 2)
+            self.assertEqual(group["labels"], {"b": "2"})
+            self.assertEqual(group.get("taints", []), [])
+        finally:
+            for call in (lambda: eks.delete_nodegroup(clusterName="tsprov-mend", nodegroupName="ng"),
+                         lambda: eks.delete_cluster(name="tsprov-mend")):
+                try:
+                    call()
+                except Exception:
+                    pass
+            ec2.delete_subnet(SubnetId=subnet)
+            ec2.delete_vpc(VpcId=vpc)
+
     def test_rds_managed_password_with_a_localstack_kms_key(self):
         key = client("kms", "eu-west-3").create_key()["KeyMetadata"]["Arn"]
         rds = client("rds", "eu-west-3")

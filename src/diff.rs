@@ -206,7 +206,8 @@ pub fn block_data_loss(changes: &mut [Change], live: &[Live], allowed: &[String]
     {
         let (Some(kind), Some(l)) = (
             kinds::by_name(&c.address.kind),
-            live.iter().find(|l| Some(&l.id) == c.id.as_ref()),
+            live.iter()
+                .find(|l| l.address == c.address && Some(&l.id) == c.id.as_ref()),
         ) else {
             continue;
         };

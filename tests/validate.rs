@@ -135,8 +135,18 @@ soc2_exceptions = { key-rotation = "imported key material cannot rotate; rotated
     )
     .unwrap();
     let out = tsprov().arg("validate").arg(&plan).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    std::fs::write(&plan, std::fs::read_to_string(&plan).unwrap().replace("soc2_exceptions", "# soc2_exceptions")).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        &plan,
+        std::fs::read_to_string(&plan)
+            .unwrap()
+            .replace("soc2_exceptions", "# soc2_exceptions"),
+    )
+    .unwrap();
     let out = tsprov().arg("validate").arg(&plan).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SOC 2 control key-rotation"));

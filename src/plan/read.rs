@@ -584,7 +584,7 @@ impl<'i> Reader<'i> {
         let found = describe_de(v.get_ref());
         match (ty, v.get_ref()) {
             (Ty::Json, DeValue::Table(_) | DeValue::Array(_)) => {
-                let doc = self.to_json(v, scope, depth)?;
+                let doc = self.json_of(v, scope, depth)?;
                 Some(Value::Str(crate::policy::canonical(&doc)))
             }
             (Ty::StrMap, DeValue::Table(t)) => {
@@ -988,7 +988,7 @@ impl<'i> Reader<'i> {
     }
 
     /// A TOML value as JSON (policy documents), `${...}` expanded in strings.
-    fn to_json(
+    fn json_of(
         &mut self,
         v: &'i Sv<'i>,
         scope: &Scope<'_, 'i>,
@@ -998,7 +998,7 @@ impl<'i> Reader<'i> {
         Some(match v.get_ref() {
             DeValue::String(s) => match self.interpolate(s, &v.span(), scope, depth)? {
                 Interp::Text(t) => J::String(t),
-                Interp::Whole(var) => return self.to_json(var, scope, depth + 1),
+                Interp::Whole(var) => return self.json_of(var, scope, depth + 1),
             },
             DeValue::Integer(i) => J::from(i64::from_str_radix(i.as_str(), i.radix()).ok()?),
             DeValue::Float(f) => J::from(f.as_str().parse::<f64>().ok()?),
@@ -1007,12 +1007,12 @@ impl<'i> Reader<'i> {
             DeValue::Array(items) => J::Array(
                 items
                     .iter()
-                    .map(|i| self.to_json(i, scope, depth))
+                    .map(|i| self.json_of(i, scope, depth))
                     .collect::<Option<_>>()?,
             ),
             DeValue::Table(t) => J::Object(
                 t.iter()
-                    .map(|(k, v)| Some((k.get_ref().to_string(), self.to_json(v, scope, depth)?)))
+                    .map(|(k, v)| Some((k.get_ref().to_string(), self.json_of(v, scope, depth)?)))
                     .collect::<Option<_>>()?,
             ),
         })

@@ -159,6 +159,33 @@ pub async fn kms(region: &str) -> aws_sdk_kms::Client {
     aws_sdk_kms::Client::new(&sdk(region).await)
 }
 
+pub async fn iam(region: &str) -> aws_sdk_iam::Client {
+    aws_sdk_iam::Client::new(&sdk(region).await)
+}
+
+pub async fn logs(region: &str) -> aws_sdk_cloudwatchlogs::Client {
+    aws_sdk_cloudwatchlogs::Client::new(&sdk(region).await)
+}
+
+pub async fn eks(region: &str) -> aws_sdk_eks::Client {
+    aws_sdk_eks::Client::new(&sdk(region).await)
+}
+
+pub async fn rds(region: &str) -> aws_sdk_rds::Client {
+    aws_sdk_rds::Client::new(&sdk(region).await)
+}
+
+pub async fn elasticache(region: &str) -> aws_sdk_elasticache::Client {
+    aws_sdk_elasticache::Client::new(&sdk(region).await)
+}
+
+pub async fn s3(region: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(&sdk(region).await)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
 pub fn stack_filter(stack: &str) -> Filter {
     Filter::builder()
         .name("tag:tsprov:stack")
@@ -258,6 +285,107 @@ pub async fn leftovers(region: &str, stack: &str) -> Vec<String> {
         sgs.security_groups()
             .iter()
             .map(|g| format!("sg {}", g.group_id().unwrap())),
+    );
+    let flow_logs = ec2
+        .describe_flow_logs()
+        .filter(stack_filter(stack))
+        .send()
+        .await
+        .unwrap();
+    out.extend(
+        flow_logs
+            .flow_logs()
+            .iter()
+            .map(|f| format!("flow_log {}", f.flow_log_id().unwrap())),
+    );
+    let roles = iam(region)
+        .await
+        .list_roles()
+        .path_prefix(format!("/tsprov/{stack}/{region}/"))
+        .send()
+        .await
+        .unwrap();
+    out.extend(
+        roles
+            .roles()
+            .iter()
+            .map(|r| format!("iam_role {}", r.role_name())),
+    );
+    let groups = logs(region)
+        .await
+        .describe_log_groups()
+        .log_group_name_prefix(format!("/tsprov/{stack}/"))
+        .send()
+        .await
+        .unwrap();
+    out.extend(
+        groups
+            .log_groups()
+            .iter()
+            .map(|g| format!("log_group {}", g.log_group_name().unwrap())),
+    );
+    let prefix = format!("{stack}-");
+    let clusters = eks(region).await.list_clusters().send().await.unwrap();
+    out.extend(
+        clusters
+            .clusters()
+            .iter()
+            .filter(|c| c.starts_with(&prefix))
+            .map(|c| format!("eks_cluster {c}")),
+    );
+    let rds = rds(region).await;
+    let dbs = rds.describe_db_clusters().send().await.unwrap();
+    out.extend(
+        dbs.db_clusters()
+            .iter()
+            .filter_map(|c| c.db_cluster_identifier())
+            .filter(|c| c.starts_with(&prefix))
+            .map(|c| format!("rds_cluster {c}")),
+    );
+    let instances = rds.describe_db_instances().send().await.unwrap();
+    out.extend(
+        instances
+            .db_instances()
+            .iter()
+            .filter_map(|i| i.db_instance_identifier())
+            .filter(|i| i.starts_with(&prefix))
+            .map(|i| format!("rds_instance {i}")),
+    );
+    let subnet_groups = rds.describe_db_subnet_groups().send().await.unwrap();
+    out.extend(
+        subnet_groups
+            .db_subnet_groups()
+            .iter()
+            .filter_map(|g| g.db_subnet_group_name())
+            .filter(|g| g.starts_with(&prefix))
+            .map(|g| format!("db_subnet_group {g}")),
+    );
+    let cache = elasticache(region).await;
+    let rgs = cache.describe_replication_groups().send().await.unwrap();
+    out.extend(
+        rgs.replication_groups()
+            .iter()
+            .filter_map(|g| g.replication_group_id())
+            .filter(|g| g.starts_with(&prefix))
+            .map(|g| format!("replication_group {g}")),
+    );
+    let csgs = cache.describe_cache_subnet_groups().send().await.unwrap();
+    out.extend(
+        csgs.cache_subnet_groups()
+            .iter()
+            .filter_map(|g| g.cache_subnet_group_name())
+            .filter(|g| g.starts_with(&prefix))
+            .map(|g| format!("cache_subnet_group {g}")),
+    );
+    let buckets = s3(region).await.list_buckets().send().await.unwrap();
+    let bucket_prefix = format!("{stack}-{region}-");
+    out.extend(
+        buckets
+            .buckets()
+            .iter()
+            .filter_map(|b| b.name())
+            .filter(|b| b.starts_with(&bucket_prefix))
+            .map(|b| format!("s3_bucket {b}")),
     );
     let aliases = kms(region).await.list_aliases().send().await.unwrap();
     out.extend(

@@ -37,15 +37,19 @@ def _forward_to_moto_eks(context, request):
     return parse_response(context.operation, context.protocol, response, False)
 
 
-def _moto_service(name: str, forward=_forward_to_moto) -> Service:
+def _moto_service(name: str, forward=_forward_to_moto, overrides=None) -> Service:
     model = load_service(name)
     dispatch_table = {operation: forward for operation in model.operation_names}
+    dispatch_table.update(overrides or {})
     return Service(name=name, skeleton=Skeleton(model, dispatch_table))
 
 
 @aws_provider()
 def eks():
-    return _moto_service("eks", _forward_to_moto_eks)
+    # Mend: moto has no route for the update operations (501 "No moto route").
+    from tsprov_localstack_ext import eks_updates
+
+    return _moto_service("eks", _forward_to_moto_eks, eks_updates.HANDLERS)
 
 
 @aws_provider()

@@ -138,3 +138,22 @@ def mend_rds_master_user_secret_kms_key():
     create_secret._tsprov_mended = True
     MasterUserSecret._create_secret = create_secret
     MasterUserSecret.kms_key_id = property(kms_key_id)
+
+
+@hooks.on_infra_start()
+def mend_rds_modify_db_subnet_group():
+    """ModifyDBSubnetGroup took the group out of the backend and never put it back:
+    the group vanished. AWS changes it in place."""
+    from moto.rds.models import RDSBackend
+
+    original = RDSBackend.modify_db_subnet_group
+    if getattr(original, "_tsprov_mended", False):
+        return
+
+    def modify_db_subnet_group(self, subnet_name, description, subnets):
+        group = original(self, subnet_name, description, subnets)
+        self.subnet_groups[subnet_name] = group
+        return group
+
+    modify_db_subnet_group._tsprov_mended = True
+    RDSBackend.modify_db_subnet_group = modify_db_subnet_group
