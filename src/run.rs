@@ -140,7 +140,7 @@ async fn execute(session: Session, auto_approve: bool, verb: &str) -> Result<Exi
     }
     let blocked: usize = plans.iter().map(|p| p.summary.blocked).sum();
     if blocked > 0 {
-        bail!("refusing to {verb}: {blocked} change(s) would destroy data or hit deletion protection (marked ! above); nothing was changed");
+        bail!("refusing to {verb}: {blocked} change(s) are blocked (marked ! above); nothing was changed");
     }
     if !auto_approve && !confirm(verb)? {
         eprintln!("{verb} cancelled; nothing was changed.");
@@ -250,6 +250,7 @@ impl Session {
                 };
                 let mut changes = diff::diff(&desired, &live);
                 diff::block_data_loss(&mut changes, &live, &common.allow_destroy);
+                block_name_conflicts(&cx, &mut changes).await?;
                 Ok::<_, anyhow::Error>(RegionState {
                     cx,
                     desired,
@@ -322,6 +323,33 @@ impl Session {
         std::fs::write(path, serde_json::to_string_pretty(&saved)?)
             .with_context(|| format!("writing {}", path.display()))
     }
+}
+
+/// A create whose AWS name is already taken by a resource that is not this stack's is
+/// blocked: tsprov never adopts or changes what it did not create.
+async fn block_name_conflicts(cx: &Cx, changes: &mut [Change]) -> Result<()> {
+    let checks = changes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.action == diff::Action::Create)
+        .map(|(i, c)| async move {
+            let kind = kinds::by_name(&c.address.kind).expect("changes only hold known kinds");
+            let taken = kind
+                .name_taken(cx, &c.address)
+                .await
+                .with_context(|| format!("checking that the name of {} is free", c.address))?;
+            Ok::<_, anyhow::Error>((i, taken))
+        });
+    for (i, taken) in futures::future::try_join_all(checks).await? {
+        let Some(tags) = taken else { continue };
+        let owner = match tags.get(TAG_STACK) {
+            Some(s) if s == &cx.stack => "it is this stack's but was not found live (still being deleted?); try again once it is gone".to_string(),
+            Some(s) => format!("it belongs to stack {s:?}"),
+            None => "it carries no tsprov:stack tag".to_string(),
+        };
+        changes[i].blocked = Some(format!("a resource with this name already exists and {owner}: tsprov will not adopt or change it; rename the block, or remove that resource"));
+    }
+    Ok(())
 }
 
 /// Every live resource of the stack in one region: each kind's batched read, all at once.

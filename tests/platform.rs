@@ -601,3 +601,190 @@ async fn whole_platform_lifecycle() {
         assert!(left.is_empty(), "{region}: left behind: {left:?}");
     }
 }
+
+const SMALL_DATA: &str = r#"
+[stack]
+name = "small"
+
+[regions.eu-west-1]
+azs = ["eu-west-1a", "eu-west-1b"]
+
+[kms_key.main]
+
+[s3_bucket.data_lake]
+kms_key = "kms_key.main"
+
+[iam_role.app]
+assume_role_policy = { Version = "2012-10-17", Statement = [{ Effect = "Allow", Principal = { Service = "ec2.amazonaws.com" }, Action = "sts:AssumeRole" }] }
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_same_named_resource_of_someone_else_is_never_adopted() {
+    require_localstack();
+    let stack = unique_stack("taken");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(&dir, "small.toml", SMALL_DATA);
+    // Someone else's bucket and role carry the names tsprov would choose.
+    let bucket = format!("{stack}-eu-west-1-data-lake");
+    let s3 = s3("eu-west-1").await;
+    s3.create_bucket()
+        .bucket(&bucket)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let iam = iam("eu-west-1").await;
+    let role = format!("{stack}-eu-west-1-app");
+    iam.create_role()
+        .role_name(&role)
+        .assume_role_policy_document("{}")
+        .send()
+        .await
+        .unwrap();
+
+    let run = tsprov("apply", &plan, &stack, &["--auto-approve"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("+ s3_bucket.data_lake"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("! blocked: a resource with this name already exists and it carries no tsprov:stack tag"), "{}", run.stdout);
+    assert!(run.stdout.contains("2 blocked"), "{}", run.stdout);
+    assert!(run.stderr.contains("refusing to apply"), "{}", run.stderr);
+    // Untouched: no tags, no encryption added; and nothing else was created.
+    assert!(
+        s3.get_bucket_tagging()
+            .bucket(&bucket)
+            .send()
+            .await
+            .is_err(),
+        "the foreign bucket got tags"
+    );
+    assert!(iam
+        .list_role_tags()
+        .role_name(&role)
+        .send()
+        .await
+        .unwrap()
+        .tags()
+        .is_empty());
+    assert_eq!(
+        leftovers("eu-west-1", &stack).await,
+        [format!("s3_bucket {bucket}")],
+        "a refused apply created something"
+    );
+
+    s3.delete_bucket().bucket(&bucket).send().await.unwrap();
+    iam.delete_role().role_name(&role).send().await.unwrap();
+    tsprov("apply", &plan, &stack, &["--auto-approve"]).ok();
+    tsprov(
+        "destroy",
+        &plan,
+        &stack,
+        &[
+            "--auto-approve",
+            "--allow-destroy",
+            "kms_key.main",
+            "--allow-destroy",
+            "s3_bucket.data_lake",
+        ],
+    )
+    .ok();
+    assert!(leftovers("eu-west-1", &stack).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eks_waiter_reports_progress_times_out_and_the_next_run_adopts_the_cluster() {
+    require_localstack();
+    let stack = unique_stack("slow-eks");
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[stack]
+name = "slow"
+[regions.eu-west-1]
+azs = ["eu-west-1a", "eu-west-1b"]
+[kms_key.main]
+[vpc.main]
+cidr_block = "10.50.0.0/16"
+soc2_exceptions = { flow-logs = "short-lived test VPC with no traffic" }
+[subnet.private]
+per_az = true
+vpc = "vpc.main"
+cidr_block = { within = "vpc.main", newbits = 8, netnum = 0 }
+[iam_role.eks]
+assume_role_policy = { Version = "2012-10-17", Statement = [{ Effect = "Allow", Principal = { Service = "eks.amazonaws.com" }, Action = "sts:AssumeRole" }] }
+[eks_cluster.main]
+role = "iam_role.eks"
+subnets = ["subnet.private"]
+kms_key = "kms_key.main"
+enabled_log_types = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+"#;
+    let plan = write_plan(&dir, "eks.toml", text);
+    // The proxy keeps every cluster CREATING, as real EKS does for ten minutes or more.
+    let hold: proxy::Rewrite = std::sync::Arc::new(|op: &str, body: String| {
+        if op == "?" && body.contains("\"cluster\"") {
+            body.replace("\"status\": \"ACTIVE\"", "\"status\": \"CREATING\"")
+                .replace("\"status\":\"ACTIVE\"", "\"status\":\"CREATING\"")
+        } else {
+            body
+        }
+    });
+    let slow = proxy::start(endpoint(), hold).await;
+    // 30 min x 0.002 = a 3.6 s timeout; progress every 0.5 s.
+    let env = [
+        ("TSPROV_WAIT_SCALE", "0.002"),
+        ("TSPROV_PROGRESS_SECONDS", "0.5"),
+    ];
+    let run = tokio::task::spawn_blocking({
+        let (url, plan, stack) = (slow.url.clone(), plan.clone(), stack.clone());
+        move || tsprov_via(&url, "apply", &plan, &stack, &["--auto-approve"], &env)
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("still waiting for eks_cluster.main"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("to become ACTIVE: CREATING after"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .contains("failed eks_cluster.main: timed out after 3s"),
+        "{}",
+        run.stdout
+    );
+
+    // Released, the next run finds the cluster by its tags: no second cluster, converged.
+    tsprov("apply", &plan, &stack, &["--auto-approve"]).ok();
+    let clusters = eks("eu-west-1").await.list_clusters().send().await.unwrap();
+    assert_eq!(
+        clusters
+            .clusters()
+            .iter()
+            .filter(|c| c.starts_with(&stack))
+            .count(),
+        1
+    );
+    assert_eq!(
+        tsprov("plan", &plan, &stack, &["--detailed-exitcode"]).code,
+        0
+    );
+    tsprov(
+        "destroy",
+        &plan,
+        &stack,
+        &["--auto-approve", "--allow-destroy", "kms_key.main"],
+    )
+    .ok();
+    assert!(leftovers("eu-west-1", &stack).await.is_empty());
+}

@@ -369,6 +369,26 @@ impl Kind for EksCluster {
         }
     }
 
+    async fn name_taken(
+        &self,
+        cx: &Cx,
+        address: &Address,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        match cx
+            .aws
+            .eks
+            .describe_cluster()
+            .name(cluster_name(&cx.stack, address))
+            .send()
+            .await
+            .map_err(api("DescribeCluster"))
+        {
+            Err(e) if error_code(&e) == Some("ResourceNotFoundException") => Ok(None),
+            Err(e) => Err(e),
+            Ok(out) => Ok(Some(tags_map(out.cluster().and_then(|c| c.tags())))),
+        }
+    }
+
     async fn discover(&self, cx: &Cx) -> Result<Vec<Live>> {
         let prefix = format!("{}-", cx.stack);
         let names = cx

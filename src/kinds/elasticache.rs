@@ -4,6 +4,7 @@
 //! clusters, not in DescribeReplicationGroups: they are sent on create and
 //! marked write-only (a change to them is not seen by plan).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -110,7 +111,7 @@ fn cache_tags(want: &Desired) -> Vec<Tag> {
         .collect()
 }
 
-async fn read_tags(cx: &Cx, arn: &str) -> Result<std::collections::BTreeMap<String, String>> {
+async fn read_tags(cx: &Cx, arn: &str) -> Result<BTreeMap<String, String>> {
     let out = cx
         .aws
         .elasticache
@@ -179,6 +180,35 @@ impl Kind for CacheSubnetGroup {
     }
     fn fields(&self) -> &'static [Field] {
         SUBNET_GROUP_FIELDS
+    }
+
+    async fn name_taken(
+        &self,
+        cx: &Cx,
+        address: &Address,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        match cx
+            .aws
+            .elasticache
+            .describe_cache_subnet_groups()
+            .cache_subnet_group_name(identifier(&cx.stack, address))
+            .send()
+            .await
+            .map_err(api("DescribeCacheSubnetGroups"))
+        {
+            Err(e) if error_code(&e) == Some("CacheSubnetGroupNotFoundFault") => Ok(None),
+            Err(e) => Err(e),
+            Ok(out) => Ok(Some(
+                read_tags(
+                    cx,
+                    out.cache_subnet_groups()
+                        .first()
+                        .and_then(|g| g.arn())
+                        .unwrap_or_default(),
+                )
+                .await?,
+            )),
+        }
     }
 
     async fn discover(&self, cx: &Cx) -> Result<Vec<Live>> {
@@ -299,6 +329,35 @@ impl Kind for ReplicationGroup {
     }
     fn fields(&self) -> &'static [Field] {
         GROUP_FIELDS
+    }
+
+    async fn name_taken(
+        &self,
+        cx: &Cx,
+        address: &Address,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        match cx
+            .aws
+            .elasticache
+            .describe_replication_groups()
+            .replication_group_id(identifier(&cx.stack, address))
+            .send()
+            .await
+            .map_err(api("DescribeReplicationGroups"))
+        {
+            Err(e) if error_code(&e) == Some("ReplicationGroupNotFoundFault") => Ok(None),
+            Err(e) => Err(e),
+            Ok(out) => Ok(Some(
+                read_tags(
+                    cx,
+                    out.replication_groups()
+                        .first()
+                        .and_then(|g| g.arn())
+                        .unwrap_or_default(),
+                )
+                .await?,
+            )),
+        }
     }
 
     async fn discover(&self, cx: &Cx) -> Result<Vec<Live>> {

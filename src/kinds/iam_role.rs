@@ -70,6 +70,42 @@ impl Kind for IamRole {
         FIELDS
     }
 
+    async fn name_taken(
+        &self,
+        cx: &Cx,
+        address: &Address,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        let name = role_name(&cx.stack, &cx.region, address);
+        match cx
+            .aws
+            .iam
+            .get_role()
+            .role_name(&name)
+            .send()
+            .await
+            .map_err(api("GetRole"))
+        {
+            Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(None),
+            Err(e) => Err(e),
+            Ok(_) => {
+                let tags = cx
+                    .aws
+                    .iam
+                    .list_role_tags()
+                    .role_name(&name)
+                    .send()
+                    .await
+                    .map_err(api("ListRoleTags"))?;
+                Ok(Some(
+                    tags.tags()
+                        .iter()
+                        .map(|t| (t.key().to_string(), t.value().to_string()))
+                        .collect(),
+                ))
+            }
+        }
+    }
+
     async fn discover(&self, cx: &Cx) -> Result<Vec<Live>> {
         let roles = cx
             .aws

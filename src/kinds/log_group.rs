@@ -69,6 +69,42 @@ impl Kind for LogGroup {
         }
     }
 
+    async fn name_taken(
+        &self,
+        cx: &Cx,
+        address: &Address,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        let name = group_name(&cx.stack, address);
+        let out = cx
+            .aws
+            .logs
+            .describe_log_groups()
+            .log_group_name_prefix(&name)
+            .send()
+            .await
+            .map_err(api("DescribeLogGroups"))?;
+        let Some(g) = out
+            .log_groups()
+            .iter()
+            .find(|g| g.log_group_name() == Some(name.as_str()))
+        else {
+            return Ok(None);
+        };
+        let tags = cx
+            .aws
+            .logs
+            .list_tags_for_resource()
+            .resource_arn(arn_of(g.log_group_arn(), g.arn()))
+            .send()
+            .await
+            .map_err(api("ListTagsForResource"))?;
+        Ok(Some(
+            tags.tags()
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        ))
+    }
+
     async fn discover(&self, cx: &Cx) -> Result<Vec<Live>> {
         let prefix = format!("/tsprov/{}/", cx.stack);
         let groups = cx

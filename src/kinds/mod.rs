@@ -155,6 +155,16 @@ pub trait Kind: Send + Sync + 'static {
     fn deletion_guard(&self, _live: &Live) -> Option<Guard> {
         None
     }
+    /// For kinds whose AWS name tsprov chooses: the tags of a resource that already
+    /// carries the name this address would get (`None`: the name is free). Asked only
+    /// before a create, so that a same-named resource of someone else is never adopted.
+    async fn name_taken(
+        &self,
+        _cx: &Cx,
+        _address: &Address,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        Ok(None)
+    }
     /// One plan block may stand for several resources (a security group and its rules).
     fn expand(&self, resource: Resource) -> Vec<Resource> {
         vec![resource]

@@ -4,6 +4,7 @@
 //! The master password is managed by AWS (Secrets Manager): it never appears in
 //! a plan file, a plan or a log. Deleting a cluster takes a final snapshot.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
@@ -110,7 +111,7 @@ pub fn identifier(stack: &str, address: &Address) -> String {
     }
 }
 
-fn tags_of(tags: &[Tag]) -> std::collections::BTreeMap<String, String> {
+fn tags_of(tags: &[Tag]) -> BTreeMap<String, String> {
     tags.iter()
         .filter_map(|t| {
             Some((
@@ -186,6 +187,41 @@ impl Kind for DbSubnetGroup {
     }
     fn fields(&self) -> &'static [Field] {
         SUBNET_GROUP_FIELDS
+    }
+
+    async fn name_taken(
+        &self,
+        cx: &Cx,
+        address: &Address,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        match cx
+            .aws
+            .rds
+            .describe_db_subnet_groups()
+            .db_subnet_group_name(identifier(&cx.stack, address))
+            .send()
+            .await
+            .map_err(api("DescribeDBSubnetGroups"))
+        {
+            Err(e) if error_code(&e) == Some("DBSubnetGroupNotFoundFault") => Ok(None),
+            Err(e) => Err(e),
+            Ok(out) => {
+                let arn = out
+                    .db_subnet_groups()
+                    .first()
+                    .and_then(|g| g.db_subnet_group_arn())
+                    .unwrap_or_default();
+                let tags = cx
+                    .aws
+                    .rds
+                    .list_tags_for_resource()
+                    .resource_name(arn)
+                    .send()
+                    .await
+                    .map_err(api("ListTagsForResource"))?;
+                Ok(Some(tags_of(tags.tag_list())))
+            }
+        }
     }
 
     async fn discover(&self, cx: &Cx) -> Result<Vec<Live>> {
@@ -355,6 +391,26 @@ impl Kind for RdsCluster {
         Some(Guard::HoldsData(
             "an Aurora cluster: its databases go with it (a final snapshot is taken)".into(),
         ))
+    }
+
+    async fn name_taken(
+        &self,
+        cx: &Cx,
+        address: &Address,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        match cx
+            .aws
+            .rds
+            .describe_db_clusters()
+            .db_cluster_identifier(identifier(&cx.stack, address))
+            .send()
+            .await
+            .map_err(api("DescribeDBClusters"))
+        {
+            Err(e) if error_code(&e) == Some("DBClusterNotFoundFault") => Ok(None),
+            Err(e) => Err(e),
+            Ok(out) => Ok(out.db_clusters().first().map(|c| tags_of(c.tag_list()))),
+        }
     }
 
     async fn discover(&self, cx: &Cx) -> Result<Vec<Live>> {
@@ -593,6 +649,33 @@ impl Kind for RdsInstance {
     }
     fn fields(&self) -> &'static [Field] {
         INSTANCE_FIELDS
+    }
+
+    async fn name_taken(
+        &self,
+        cx: &Cx,
+        address: &Address,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        match cx
+            .aws
+            .rds
+            .describe_db_instances()
+            .db_instance_identifier(identifier(&cx.stack, address))
+            .send()
+            .await
+            .map_err(api("DescribeDBInstances"))
+        {
+            Err(e)
+                if matches!(
+                    error_code(&e),
+                    Some("DBInstanceNotFound" | "DBInstanceNotFoundFault")
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+            Ok(out) => Ok(out.db_instances().first().map(|i| tags_of(i.tag_list()))),
+        }
     }
 
     async fn discover(&self, cx: &Cx) -> Result<Vec<Live>> {

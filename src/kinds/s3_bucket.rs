@@ -101,6 +101,52 @@ impl Kind for S3Bucket {
         ))
     }
 
+    async fn name_taken(
+        &self,
+        cx: &Cx,
+        address: &Address,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        let name = bucket_name(&cx.stack, &cx.region, address);
+        match cx
+            .aws
+            .s3
+            .head_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .map_err(api("HeadBucket"))
+        {
+            Err(e) if matches!(error_code(&e), Some("NotFound" | "NoSuchBucket" | "404")) => {
+                return Ok(None)
+            }
+            // Another account's bucket: taken, and its tags are not ours to read.
+            Err(e) if matches!(error_code(&e), Some("Forbidden" | "403")) => {
+                return Ok(Some(BTreeMap::new()))
+            }
+            other => {
+                other?;
+            }
+        }
+        let tags = cx
+            .aws
+            .s3
+            .get_bucket_tagging()
+            .bucket(&name)
+            .send()
+            .await
+            .map_err(api("GetBucketTagging"));
+        Ok(Some(
+            absent(tags, &["NoSuchTagSet", "NoSuchTagSetError"])?
+                .map(|t| {
+                    t.tag_set()
+                        .iter()
+                        .map(|t| (t.key().to_string(), t.value().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ))
+    }
+
     async fn discover(&self, cx: &Cx) -> Result<Vec<Live>> {
         let prefix = format!("{}-{}-", cx.stack, cx.region);
         let all = cx
