@@ -56,6 +56,21 @@ pub enum Command {
         #[arg(long)]
         auto_approve: bool,
     },
+    /// Compare live state with the plan without changing anything: exit 0 in sync,
+    /// 2 drift found, 1 error.
+    Drift {
+        #[command(flatten)]
+        common: Common,
+        /// The report as JSON (schema tsprov.drift/v1) on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Run again every DURATION (e.g. 1h, 30m) until SIGTERM or Ctrl-C.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        every: Option<std::time::Duration>,
+        /// Write Prometheus metrics (drifted, missing, unmanaged per region; last run) here.
+        #[arg(long, value_name = "FILE")]
+        metrics_file: Option<PathBuf>,
+    },
     /// Delete everything tagged with the stack.
     Destroy {
         #[command(flatten)]

@@ -13,6 +13,7 @@
 //! - `aws`      clients per region, call counting, retries and waiters
 //! - `diff`     desired vs live -> create / update / replace / delete
 //! - `apply`    concurrent executor of one region's changes
+//! - `drift`    the same diff read as findings: modified, missing, unmanaged
 //! - `report`   plan text, progress lines, summaries
 //! - `run`      the commands, wiring the above together; exit codes
 
@@ -20,6 +21,7 @@ pub mod apply;
 pub mod aws;
 pub mod cli;
 pub mod diff;
+pub mod drift;
 pub mod graph;
 pub mod kinds;
 pub mod model;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::aws::{self, CallCounter};
 use crate::cli::{Cli, Command, Common, GraphFormat};
 use crate::diff::{self, Change, Summary};
+use crate::drift;
 use crate::graph::Graph;
 use crate::kinds::{self, Cx, Live};
 use crate::model::{Resource, Stack, TAG_STACK};
@@ -78,7 +79,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             out,
             detailed_exitcode,
         } => {
-            let session = Session::open(&common, false).await?;
+            let session = Session::open(&common, Purpose::Change).await?;
             let plans = session.region_plans();
             if json {
                 println!(
@@ -112,17 +113,26 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Some(saved) => (saved.common(&common), Some(saved)),
                 None => (common, None),
             };
-            let session = Session::open(&common, false).await?;
+            let session = Session::open(&common, Purpose::Change).await?;
             if let Some(saved) = &saved {
                 saved.check_unchanged(&session)?;
             }
             execute(session, auto_approve || saved.is_some(), "apply").await
         }
+        Command::Drift {
+            common,
+            json,
+            every,
+            metrics_file,
+        } => match every {
+            None => drift_once(&common, json, metrics_file.as_deref()).await,
+            Some(interval) => drift_every(&common, json, metrics_file.as_deref(), interval).await,
+        },
         Command::Destroy {
             common,
             auto_approve,
         } => {
-            let session = Session::open(&common, true).await?;
+            let session = Session::open(&common, Purpose::Destroy).await?;
             execute(session, auto_approve, "destroy").await
         }
     }
@@ -172,6 +182,91 @@ async fn execute(session: Session, auto_approve: bool, verb: &str) -> Result<Exi
     })
 }
 
+/// One drift check: 0 in sync, 2 drift found (errors go up as Err).
+async fn drift_once(common: &Common, json: bool, metrics: Option<&Path>) -> Result<ExitCode> {
+    let result = Session::open(common, Purpose::Drift).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let session = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(path) = metrics {
+                let stack = common.stack.clone().unwrap_or_default();
+                write_atomically(path, &drift::metrics(&stack, &[], false, now))?;
+            }
+            return Err(e);
+        }
+    };
+    let regions: Vec<drift::RegionDrift> = session
+        .regions
+        .iter()
+        .map(|r| drift::region(&r.cx.region, &r.changes))
+        .collect();
+    let total = drift::total(&regions);
+    if json {
+        let time = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let doc = serde_json::json!({
+            "schema": drift::SCHEMA,
+            "stack": session.stack.name,
+            "time": time,
+            "in_sync": total.total() == 0,
+            "regions": regions,
+            "summary": total,
+            "api_calls": session.calls.total(),
+            "api_calls_by_operation": session.calls.by_operation(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", drift::text(&session.stack.name, &regions));
+        println!("AWS API calls: {}", session.calls.total());
+    }
+    if let Some(path) = metrics {
+        write_atomically(
+            path,
+            &drift::metrics(&session.stack.name, &regions, true, now),
+        )?;
+    }
+    Ok(if total.total() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// The scheduled job: a check every `interval`; a failed run is reported and the loop goes
+/// on; SIGTERM or Ctrl-C ends it between runs.
+async fn drift_every(
+    common: &Common,
+    json: bool,
+    metrics: Option<&Path>,
+    interval: Duration,
+) -> Result<ExitCode> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        if let Err(e) = drift_once(common, json, metrics).await {
+            eprintln!("drift run failed: {e:#}");
+        }
+        eprintln!("next drift run in {}", humantime::format_duration(interval));
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    eprintln!("drift: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
 fn confirm(verb: &str) -> Result<bool> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
@@ -199,10 +294,18 @@ struct Session {
     parallelism: usize,
 }
 
+/// Why a session reads AWS: to change it, to destroy the stack, or only to compare.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Change,
+    Destroy,
+    Drift,
+}
+
 impl Session {
     /// Loads the plan, reads every selected region's live state and diffs it.
-    /// `destroy`: the desired state is empty.
-    async fn open(common: &Common, destroy: bool) -> Result<Session> {
+    async fn open(common: &Common, purpose: Purpose) -> Result<Session> {
+        let destroy = purpose == Purpose::Destroy;
         let stack = plan::load(&common.plan, common.stack.as_deref())?;
         for r in &common.regions {
             if !stack.regions.contains_key(r) {
@@ -249,8 +352,10 @@ impl Session {
                     stack.regions[*region].clone()
                 };
                 let mut changes = diff::diff(&desired, &live);
-                diff::block_data_loss(&mut changes, &live, &common.allow_destroy);
-                block_name_conflicts(&cx, &mut changes).await?;
+                if purpose != Purpose::Drift {
+                    diff::block_data_loss(&mut changes, &live, &common.allow_destroy);
+                    block_name_conflicts(&cx, &mut changes).await?;
+                }
                 Ok::<_, anyhow::Error>(RegionState {
                     cx,
                     desired,
@@ -355,9 +460,18 @@ async fn block_name_conflicts(cx: &Cx, changes: &mut [Change]) -> Result<()> {
 /// Every live resource of the stack in one region: each kind's batched read, all at once.
 async fn discover(cx: &Cx) -> Result<Vec<Live>> {
     let reads = kinds::registry().iter().map(|k| async move {
-        k.discover(cx)
+        // Resources tagged with the stack by hand carry no address: give them their kind.
+        let mut found = k
+            .discover(cx)
             .await
-            .with_context(|| format!("discovering {}", k.name()))
+            .with_context(|| format!("discovering {}", k.name()))?;
+        for l in found
+            .iter_mut()
+            .filter(|l| l.address.kind == kinds::UNTRACKED)
+        {
+            l.address.kind = k.name().to_string();
+        }
+        Ok::<_, anyhow::Error>(found)
     });
     let mut live: Vec<Live> = futures::future::try_join_all(reads)
         .await?

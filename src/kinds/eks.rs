@@ -784,6 +784,10 @@ async fn read_node_group(cx: &Cx, cluster: &str, name: &str) -> Result<Option<Li
     ) else {
         return Ok(None);
     };
+    // Read by the cluster's discovery: an untracked one is a node group, not a cluster.
+    if live.address.kind == super::UNTRACKED {
+        live.address.kind = "eks_node_group".into();
+    }
     live.handles.insert("cluster".into(), cluster.to_string());
     live.handles.insert("name".into(), name.to_string());
     Ok(Some(live))

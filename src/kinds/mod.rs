@@ -9,7 +9,7 @@ use anyhow::Result;
 use async_trait::async_trait;
 
 use crate::aws::Clients;
-use crate::model::{Address, Attrs, Resource, TAG_ADDRESS};
+use crate::model::{Address, Attrs, Resource, TAG_ADDRESS, TAG_STACK};
 use crate::plan::source::Diagnostic;
 use crate::report::Progress;
 use crate::schema::Field;
@@ -93,20 +93,50 @@ pub struct Live {
 
 impl Live {
     /// Builds a live resource from its tags; `None` for one without a valid address tag.
+    /// Builds a live resource from its tags; `None` for one without the stack tag.
+    /// One that carries the stack tag but no valid address tag (tagged by hand) gets the
+    /// placeholder kind `untracked`, which discovery replaces by its own kind.
     pub fn from_tags(
         id: impl Into<String>,
         tags: BTreeMap<String, String>,
         attrs: Attrs,
     ) -> Option<Live> {
-        let address = Address::parse(tags.get(TAG_ADDRESS)?)?;
+        let id = id.into();
+        let address = match tags.get(TAG_ADDRESS).and_then(|a| Address::parse(a)) {
+            Some(a) => a,
+            None if tags.contains_key(TAG_STACK) => {
+                Address::new(UNTRACKED, &untracked_name(&id), None)
+            }
+            None => return None,
+        };
         Some(Live {
             address,
-            id: id.into(),
+            id,
             attrs,
             tags,
             handles: BTreeMap::new(),
         })
     }
+}
+
+pub const UNTRACKED: &str = "untracked";
+
+/// An address name for a resource tagged with the stack but not by tsprov: `untracked-<id>`.
+pub fn untracked_name(id: &str) -> String {
+    let clean: String = id
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or(id)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("untracked-{clean}")
 }
 
 /// A resource as apply wants it: references replaced by the ids they point at.
