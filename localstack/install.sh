@@ -37,5 +37,8 @@ echo "localstack: installing into $venv (about 40 s)" >&2
 "$venv/bin/pip" install --quiet --disable-pip-version-check \
   'localstack-core[runtime]==2026.3.0' 'cbor2==5.9.0' 'pyopenssl==26.0.0'
 # The extension registers eks/rds/elasticache providers (see ext/README.md).
+# Built from a clean tree: setuptools' build/ and egg-info would otherwise go stale in ext/.
+rm -rf "$here/ext/build" "$here"/ext/*.egg-info
 "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --force-reinstall "$here/ext"
+rm -rf "$here/ext/build" "$here"/ext/*.egg-info
 echo "$want" > "$stamp"

@@ -1,1 +1,0 @@
-"""tsprov's LocalStack extension: see providers.py."""
