@@ -346,9 +346,14 @@ async fn nat_gateway_waiter_reports_progress_times_out_and_the_next_run_converge
     );
     assert!(
         run.stdout
-            .contains("failed nat_gateway.main: timed out after 3s waiting for nat_gateway.main"),
+            .contains("failed nat_gateway.main: timed out after"),
         "{}",
         run.stdout
+    );
+    assert!(
+        run.stderr.contains("(timeout 3s)"),
+        "the scaled waiter timeout: {}",
+        run.stderr
     );
     assert!(run.stdout.contains("(still pending)"), "{}", run.stdout);
     assert!(

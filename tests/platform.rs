@@ -759,9 +759,14 @@ enabled_log_types = ["api", "audit", "authenticator", "controllerManager", "sche
     );
     assert!(
         run.stdout
-            .contains("failed eks_cluster.main: timed out after 3s"),
+            .contains("failed eks_cluster.main: timed out after"),
         "{}",
         run.stdout
+    );
+    assert!(
+        run.stderr.contains("(timeout 3s)"),
+        "the scaled waiter timeout: {}",
+        run.stderr
     );
 
     // Released, the next run finds the cluster by its tags: no second cluster, converged.

@@ -164,14 +164,32 @@ fn deploy_manifests_keep_their_promises() {
         "limits:",
         "args: [\"drift\", \"/plans/taskstream.toml\", \"--json\"]",
     ] {
-        assert!(cron.contains(needle), "deploy/drift-cronjob.yaml lacks {needle:?}");
+        assert!(
+            cron.contains(needle),
+            "deploy/drift-cronjob.yaml lacks {needle:?}"
+        );
     }
     let docker = std::fs::read_to_string("deploy/Dockerfile").unwrap();
-    assert_eq!(docker.matches("\nFROM ").count() + docker.starts_with("FROM ") as usize, 2, "multi-stage: a build and a runtime image");
-    assert!(docker.contains("USER nonroot"), "the runtime image runs as non-root");
-    let policy: serde_json::Value = serde_json::from_str(&std::fs::read_to_string("deploy/drift-readonly-policy.json").unwrap()).unwrap();
+    assert_eq!(
+        docker.matches("\nFROM ").count() + docker.starts_with("FROM ") as usize,
+        2,
+        "multi-stage: a build and a runtime image"
+    );
+    assert!(
+        docker.contains("USER nonroot"),
+        "the runtime image runs as non-root"
+    );
+    let policy: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("deploy/drift-readonly-policy.json").unwrap(),
+    )
+    .unwrap();
     for action in policy["Statement"][0]["Action"].as_array().unwrap() {
         let name = action.as_str().unwrap().split(':').nth(1).unwrap();
-        assert!(["Describe", "List", "Get"].iter().any(|p| name.starts_with(p)), "{action} is not read-only");
+        assert!(
+            ["Describe", "List", "Get"]
+                .iter()
+                .any(|p| name.starts_with(p)),
+            "{action} is not read-only"
+        );
     }
 }

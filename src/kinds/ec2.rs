@@ -53,14 +53,13 @@ pub async fn update_tags(
     live: &BTreeMap<String, String>,
     want: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let set: Vec<Tag> = want
-        .iter()
-        .filter(|(k, v)| live.get(*k) != Some(*v))
+    let (tag_pairs, tag_removed) = super::tag_delta(live, want);
+    let set: Vec<Tag> = tag_pairs
+        .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
-    let removed: Vec<Tag> = live
-        .keys()
-        .filter(|k| !want.contains_key(*k) && !k.starts_with("aws:"))
+    let removed: Vec<Tag> = tag_removed
+        .iter()
         .map(|k| Tag::builder().key(k).build())
         .collect();
     if !set.is_empty() {

@@ -304,9 +304,9 @@ async fn update_tags(
     live: &BTreeMap<String, String>,
     want: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let set: HashMap<String, String> = want
-        .iter()
-        .filter(|(k, v)| live.get(*k) != Some(*v))
+    let (tag_pairs, tag_removed) = super::tag_delta(live, want);
+    let set: HashMap<String, String> = tag_pairs
+        .into_iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if !set.is_empty() {
@@ -319,11 +319,7 @@ async fn update_tags(
             .await
             .map_err(api("TagResource"))?;
     }
-    let removed: Vec<String> = live
-        .keys()
-        .filter(|k| !want.contains_key(*k))
-        .cloned()
-        .collect();
+    let removed: Vec<String> = tag_removed;
     if !removed.is_empty() {
         cx.aws
             .eks

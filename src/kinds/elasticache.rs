@@ -138,10 +138,9 @@ async fn update_tags(cx: &Cx, live: &Live, want: &Desired) -> Result<()> {
         .get("arn")
         .map(String::as_str)
         .unwrap_or_default();
-    let set: Vec<Tag> = want
-        .tags
-        .iter()
-        .filter(|(k, v)| live.tags.get(*k) != Some(*v))
+    let (tag_pairs, tag_removed) = super::tag_delta(&live.tags, &want.tags);
+    let set: Vec<Tag> = tag_pairs
+        .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
     if !set.is_empty() {
@@ -154,12 +153,7 @@ async fn update_tags(cx: &Cx, live: &Live, want: &Desired) -> Result<()> {
             .await
             .map_err(api("AddTagsToResource"))?;
     }
-    let removed: Vec<String> = live
-        .tags
-        .keys()
-        .filter(|k| !want.tags.contains_key(*k))
-        .cloned()
-        .collect();
+    let removed: Vec<String> = tag_removed;
     if !removed.is_empty() {
         cx.aws
             .elasticache

@@ -267,10 +267,9 @@ impl Kind for IamRole {
                     }
                 }
                 "tags" => {
-                    let set: Vec<Tag> = want
-                        .tags
-                        .iter()
-                        .filter(|(k, v)| live.tags.get(*k) != Some(*v))
+                    let (tag_pairs, tag_removed) = super::tag_delta(&live.tags, &want.tags);
+                    let set: Vec<Tag> = tag_pairs
+                        .into_iter()
                         .map(|(k, v)| Tag::builder().key(k).value(v).build())
                         .collect::<Result<_, _>>()?;
                     if !set.is_empty() {
@@ -283,12 +282,7 @@ impl Kind for IamRole {
                             .await
                             .map_err(api("TagRole"))?;
                     }
-                    let removed: Vec<String> = live
-                        .tags
-                        .keys()
-                        .filter(|k| !want.tags.contains_key(*k))
-                        .cloned()
-                        .collect();
+                    let removed: Vec<String> = tag_removed;
                     if !removed.is_empty() {
                         cx.aws
                             .iam

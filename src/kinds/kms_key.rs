@@ -147,10 +147,9 @@ impl Kind for KmsKey {
                     set_rotation(cx, &live.id, want.bool("enable_key_rotation")).await?
                 }
                 "tags" => {
-                    let set: Vec<Tag> = want
-                        .tags
-                        .iter()
-                        .filter(|(k, v)| live.tags.get(*k) != Some(*v))
+                    let (tag_pairs, tag_removed) = super::tag_delta(&live.tags, &want.tags);
+                    let set: Vec<Tag> = tag_pairs
+                        .into_iter()
                         .map(|(k, v)| Tag::builder().tag_key(k).tag_value(v).build())
                         .collect::<Result<_, _>>()?;
                     if !set.is_empty() {
@@ -163,12 +162,7 @@ impl Kind for KmsKey {
                             .await
                             .map_err(api("TagResource"))?;
                     }
-                    let removed: Vec<String> = live
-                        .tags
-                        .keys()
-                        .filter(|k| !want.tags.contains_key(*k))
-                        .cloned()
-                        .collect();
+                    let removed: Vec<String> = tag_removed;
                     if !removed.is_empty() {
                         cx.aws
                             .kms

@@ -226,10 +226,9 @@ impl Kind for LogGroup {
                 },
                 "tags" => {
                     let arn = live.handles.get("arn").cloned().unwrap_or_default();
-                    let set: HashMap<String, String> = want
-                        .tags
-                        .iter()
-                        .filter(|(k, v)| live.tags.get(*k) != Some(*v))
+                    let (tag_pairs, tag_removed) = super::tag_delta(&live.tags, &want.tags);
+                    let set: HashMap<String, String> = tag_pairs
+                        .into_iter()
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect();
                     if !set.is_empty() {
@@ -242,12 +241,7 @@ impl Kind for LogGroup {
                             .await
                             .map_err(api("TagResource"))?;
                     }
-                    let removed: Vec<String> = live
-                        .tags
-                        .keys()
-                        .filter(|k| !want.tags.contains_key(*k))
-                        .cloned()
-                        .collect();
+                    let removed: Vec<String> = tag_removed;
                     if !removed.is_empty() {
                         cx.aws
                             .logs

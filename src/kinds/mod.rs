@@ -121,6 +121,24 @@ impl Live {
 
 pub const UNTRACKED: &str = "untracked";
 
+/// The tag changes that make `live` equal to `want`: pairs to set (new or changed)
+/// and keys to remove (never AWS's own `aws:` tags).
+pub fn tag_delta<'a>(
+    live: &BTreeMap<String, String>,
+    want: &'a BTreeMap<String, String>,
+) -> (Vec<(&'a String, &'a String)>, Vec<String>) {
+    let set = want
+        .iter()
+        .filter(|(k, v)| live.get(*k) != Some(*v))
+        .collect();
+    let removed = live
+        .keys()
+        .filter(|k| !want.contains_key(*k) && !k.starts_with("aws:"))
+        .cloned()
+        .collect();
+    (set, removed)
+}
+
 /// An address name for a resource tagged with the stack but not by tsprov: `untracked-<id>`.
 pub fn untracked_name(id: &str) -> String {
     let clean: String = id
