@@ -161,7 +161,7 @@ pub async fn run(
     let mut skipped: HashSet<NodeIndex> = HashSet::new();
     let mut running = FuturesUnordered::new();
     loop {
-        while running.len() < max_in_flight.max(1) {
+        while running.len() < max_in_flight.max(1) && !cx.progress.stopped() {
             let Some(n) = ready.pop() else { break };
             let node = &graph[n];
             let ids = &ids;
@@ -241,14 +241,20 @@ pub async fn run(
     for n in graph.node_indices() {
         let node = &graph[n];
         if !done.contains(&(node.change.address.clone(), node.step)) {
+            let (status, why) = if cx.progress.stopped() {
+                ("skipped", "not started: interrupted")
+            } else {
+                (
+                    "failed",
+                    "not started: its ordering depends on itself (a cycle between steps)",
+                )
+            };
             outcomes.push(Outcome {
                 address: node.change.address.clone(),
                 step: node.step,
                 id: node.change.id.clone(),
-                status: "failed",
-                error: Some(
-                    "not started: its ordering depends on itself (a cycle between steps)".into(),
-                ),
+                status,
+                error: Some(why.into()),
                 seconds: 0.0,
             });
         }

@@ -220,6 +220,9 @@ where
         match poll().await? {
             Poll::Done => return Ok(()),
             Poll::Pending(state) => {
+                if progress.stopped() {
+                    anyhow::bail!("interrupted while waiting for {what} (still {state}; it goes on in AWS and the next run picks it up)");
+                }
                 let waited = start.elapsed();
                 if waited >= timeout {
                     anyhow::bail!(

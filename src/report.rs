@@ -15,6 +15,8 @@ pub struct Progress {
     region: String,
     start: Instant,
     interval: Duration,
+    /// Set on Ctrl-C: no new step starts, waiters give up.
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Progress {
@@ -28,7 +30,16 @@ impl Progress {
             region: region.to_string(),
             start,
             interval: Duration::from_secs_f64(secs),
+            stop: Default::default(),
         }
+    }
+    /// Shares one stop flag between the regions of a run.
+    pub fn with_stop(mut self, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Progress {
+        self.stop = stop;
+        self
+    }
+    pub fn stopped(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
     }
     pub fn interval(&self) -> Duration {
         self.interval

@@ -158,6 +158,17 @@ async fn execute(session: Session, auto_approve: bool, verb: &str) -> Result<Exi
     }
     let start = Instant::now();
     let parallelism = session.parallelism;
+    // Ctrl-C: start nothing new, let the calls in flight finish, then report what was done.
+    let stop = session.stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupt: no new step starts; waiting for the calls in flight (Ctrl-C again to quit at once)");
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
     let runs = session.regions.iter().map(|r| async move {
         let outcomes = crate::apply::run(&r.cx, &r.desired, &r.live, &r.changes, parallelism).await;
         (r.cx.region.clone(), outcomes)
@@ -169,9 +180,16 @@ async fn execute(session: Session, auto_approve: bool, verb: &str) -> Result<Exi
         failed |= outcomes.iter().any(|o| o.status != "ok");
         print!("{}", report::outcome_text(region, outcomes));
     }
+    let interrupted = session.stop.load(std::sync::atomic::Ordering::Relaxed);
     println!(
         "{verb} {} in {:.1}s ({} AWS API calls in all)",
-        if failed { "FAILED" } else { "complete" },
+        if interrupted {
+            "INTERRUPTED"
+        } else if failed {
+            "FAILED"
+        } else {
+            "complete"
+        },
         start.elapsed().as_secs_f64(),
         session.calls.total()
     );
@@ -292,6 +310,8 @@ struct Session {
     regions: Vec<RegionState>,
     calls: Arc<CallCounter>,
     parallelism: usize,
+    /// Shared by every region's progress: set on Ctrl-C.
+    stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a session reads AWS: to change it, to destroy the stack, or only to compare.
@@ -321,6 +341,7 @@ impl Session {
             .filter(|r| common.regions.is_empty() || common.regions.contains(r))
             .collect();
         let calls = Arc::new(CallCounter::default());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let start = Instant::now();
         let env_secs = |name: &str, default: f64| {
             std::env::var(name)
@@ -330,13 +351,14 @@ impl Session {
         };
         let reads = selected.iter().map(|region| {
             let calls = calls.clone();
+            let stop = stop.clone();
             let stack = &stack;
             async move {
                 let cx = Cx {
                     stack: stack.name.clone(),
                     region: region.to_string(),
                     aws: aws::clients(region, common.endpoint_url.as_deref(), calls).await,
-                    progress: Progress::new(region, start),
+                    progress: Progress::new(region, start).with_stop(stop.clone()),
                     dependency_timeout: Duration::from_secs_f64(env_secs(
                         "TSPROV_DEPENDENCY_TIMEOUT",
                         300.0,
@@ -370,6 +392,7 @@ impl Session {
             regions,
             calls,
             parallelism: common.parallelism,
+            stop,
         })
     }
 

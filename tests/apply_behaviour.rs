@@ -379,3 +379,79 @@ async fn nat_gateway_waiter_reports_progress_times_out_and_the_next_run_converge
     tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
     assert!(leftovers("eu-west-1", &stack).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_starts_nothing_new_and_reports_what_was_done() {
+    require_localstack();
+    let stack = unique_stack("sigint");
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{SMALL}\n[eip.nat]\n\n[nat_gateway.main]\nsubnet = \"subnet.app[0]\"\neip = \"eip.nat\"\n\n[route_table.private]\nvpc = \"vpc.main\"\nroutes = [{{ destination = \"0.0.0.0/0\", nat_gateway = \"nat_gateway.main\" }}]\n"
+    );
+    let plan = write_plan(&dir, "nat.toml", &text);
+    let hold: proxy::Rewrite = std::sync::Arc::new(|op: &str, body: String| {
+        if op == "DescribeNatGateways" {
+            body.replace("<state>available</state>", "<state>pending</state>")
+        } else {
+            body
+        }
+    });
+    let slow = proxy::start(endpoint(), hold).await;
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tsprov"))
+        .args([
+            "apply",
+            &plan,
+            "--stack",
+            &stack,
+            "--endpoint-url",
+            &slow.url,
+            "--auto-approve",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        // The NAT gateway is held pending: interrupt while its waiter runs.
+        std::thread::sleep(std::time::Duration::from_secs(4));
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("interrupt: no new step starts"), "{stderr}");
+    assert!(stdout.contains("apply INTERRUPTED"), "{stdout}");
+    assert!(
+        stdout.contains("eu-west-1: 4 done, 1 failed, 1 skipped"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("failed nat_gateway.main: interrupted while waiting for nat_gateway.main"),
+        "{stdout}"
+    );
+
+    // The next run picks the gateway up: one NAT gateway, converged.
+    tsprov("apply", &plan, &stack, &["--auto-approve"]).ok();
+    let nats = ec2("eu-west-1")
+        .await
+        .describe_nat_gateways()
+        .filter(stack_filter(&stack))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nats.nat_gateways().len(), 1);
+    tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
+    assert!(leftovers("eu-west-1", &stack).await.is_empty());
+}
