@@ -217,8 +217,10 @@ pub trait Kind: Send + Sync + 'static {
     fn expand(&self, resource: Resource) -> Vec<Resource> {
         vec![resource]
     }
-    /// Checks that need the other resources of the region (a subnet inside its VPC).
+    /// Checks of one resource of this kind (the rest of the region at hand).
     fn check(&self, _resource: &Resource, _region: &[Resource], _diags: &mut Vec<Diagnostic>) {}
+    /// Checks across all of a region's resources, run once per kind and region.
+    fn check_all(&self, _region: &[Resource], _diags: &mut Vec<Diagnostic>) {}
     /// Every live resource of this kind tagged with the stack, in as few calls as AWS allows.
     async fn discover(&self, cx: &Cx) -> Result<Vec<Live>>;
     async fn create(&self, cx: &Cx, want: &Desired) -> Result<Live>;

@@ -2,7 +2,9 @@
 //! that breaks the platform's controls, unless the resource names the control in
 //! `soc2_exceptions = { <control> = "<why>" }` with a reason.
 
-use crate::model::{Resource, Value};
+use std::collections::HashSet;
+
+use crate::model::{Address, Resource, Value};
 use crate::plan::source::Diagnostic;
 
 /// Every control: its id (used in `soc2_exceptions`) and what it requires.
@@ -49,7 +51,7 @@ fn is_true(r: &Resource, field: &str) -> bool {
 /// The controls a resource breaks: (control, field, message, fix).
 fn violations(
     r: &Resource,
-    region: &[Resource],
+    logged_vpcs: &HashSet<&Address>,
 ) -> Vec<(&'static str, &'static str, String, String)> {
     let mut out = Vec::new();
     let mut v =
@@ -175,11 +177,7 @@ fn violations(
             }
         }
         "vpc" => {
-            let logged = region.iter().any(|f| {
-                f.address.kind == "flow_log"
-                    && get(f, "vpc") == Some(&Value::Ref(r.address.clone()))
-                    && get(f, "traffic_type").and_then(Value::as_str) == Some("ALL")
-            });
+            let logged = logged_vpcs.contains(&r.address);
             if !logged {
                 v(
                     "flow-logs",
@@ -210,6 +208,18 @@ fn violations(
 }
 
 pub fn check(region: &[Resource], diags: &mut Vec<Diagnostic>) {
+    // The VPCs an ALL-traffic flow log covers, found once for the region.
+    let logged_vpcs: HashSet<&Address> = region
+        .iter()
+        .filter(|f| {
+            f.address.kind == "flow_log"
+                && get(f, "traffic_type").and_then(Value::as_str) == Some("ALL")
+        })
+        .filter_map(|f| match get(f, "vpc") {
+            Some(Value::Ref(a)) => Some(a),
+            _ => None,
+        })
+        .collect();
     for r in region {
         for (control, reason) in &r.exceptions {
             if !CONTROLS.iter().any(|(c, _)| c == control) {
@@ -237,7 +247,7 @@ pub fn check(region: &[Resource], diags: &mut Vec<Diagnostic>) {
                 );
             }
         }
-        for (control, field, message, fix) in violations(r, region) {
+        for (control, field, message, fix) in violations(r, &logged_vpcs) {
             if r.exceptions
                 .get(control)
                 .is_some_and(|why| why.trim().chars().count() >= MIN_REASON)

@@ -12,6 +12,9 @@ use crate::kinds;
 use crate::model::Stack;
 use source::{Diagnostic, Diagnostics};
 
+/// The largest plan file tsprov reads.
+pub const MAX_PLAN_BYTES: u64 = 10 << 20;
+
 /// Reads and validates a plan file; every problem is reported at once.
 pub fn load(path: &Path, stack_override: Option<&str>) -> Result<Stack, Diagnostics> {
     let file = path.display().to_string();
@@ -20,6 +23,22 @@ pub fn load(path: &Path, stack_override: Option<&str>) -> Result<Stack, Diagnost
         source,
         items,
     };
+    // Hostile or mistaken input must fail fast: a size bound before reading it.
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_PLAN_BYTES {
+        return Err(fail(
+            String::new(),
+            vec![Diagnostic::new(
+                0..0,
+                format!(
+                    "the plan file is {:.1} MiB; plan files are limited to {} MiB",
+                    size as f64 / 1048576.0,
+                    MAX_PLAN_BYTES >> 20
+                ),
+            )
+            .help("split the platform into several stacks")],
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| {
         fail(
             String::new(),
@@ -65,6 +84,9 @@ pub fn check(stack: &Stack) -> Vec<Diagnostic> {
             if let Some(kind) = kinds::by_name(&r.address.kind) {
                 kind.check(r, resources, &mut diags);
             }
+        }
+        for kind in kinds::registry() {
+            kind.check_all(resources, &mut diags);
         }
         guardrails::check(resources, &mut diags);
         for cycle in Graph::build(resources).cycles() {

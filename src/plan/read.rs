@@ -64,6 +64,8 @@ pub const REGIONS: &[&str] = &[
 
 const BLOCK_META: &[&str] = &["per_az", "regions", "tags", "depends_on", "soc2_exceptions"];
 const MAX_VAR_DEPTH: usize = 8;
+/// Resource blocks per plan file (each may expand per AZ and region).
+pub const MAX_BLOCKS: usize = 5000;
 
 struct RegionDecl<'i> {
     name: String,
@@ -233,6 +235,17 @@ impl<'i> Reader<'i> {
                     }
                 },
             }
+        }
+        if blocks.len() > MAX_BLOCKS {
+            self.err(
+                blocks[MAX_BLOCKS].span.clone(),
+                format!(
+                    "{} resource blocks; a plan holds at most {MAX_BLOCKS}",
+                    blocks.len()
+                ),
+                "split the platform into several stacks",
+            );
+            return None;
         }
         if !stack_seen {
             self.err(

@@ -47,11 +47,27 @@ impl Diagnostics {
 
     /// The human form: `file:line:col: error: message` plus the source line, for each problem.
     pub fn render(&self) -> String {
+        // Line starts once, so that thousands of problems render in n log n.
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(self.source.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        let line_col = |offset: usize| {
+            let offset = offset.min(self.source.len());
+            let line = starts.partition_point(|&s| s <= offset);
+            let start = starts[line - 1];
+            (
+                line,
+                self.source
+                    .get(start..offset)
+                    .map_or(offset - start, |t| t.chars().count())
+                    + 1,
+            )
+        };
         let file = SimpleFile::new(&self.file, &self.source);
         let mut out = Buffer::no_color();
         let config = term::Config::default();
         for d in &self.items {
-            let (line, col) = self.line_col(d.span.start);
+            let (line, col) = line_col(d.span.start);
             let mut cs = CsDiagnostic::error()
                 .with_message(format!("{}:{line}:{col}: {}", self.file, d.message))
                 .with_labels(vec![Label::primary((), d.span.clone())]);

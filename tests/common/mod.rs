@@ -92,7 +92,12 @@ pub fn tsprov_via(
     let out: Output = Command::new(env!("CARGO_BIN_EXE_tsprov"))
         .arg(command)
         .arg(plan)
-        .args(["--stack", stack, "--endpoint-url", endpoint])
+        .args(if stack.is_empty() {
+            vec![]
+        } else {
+            vec!["--stack", stack]
+        })
+        .args(["--endpoint-url", endpoint])
         .args(extra)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
