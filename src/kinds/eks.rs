@@ -17,7 +17,7 @@ use aws_sdk_eks::types::{
     UpdateStatus, UpdateTaintsPayload, VpcConfigRequest,
 };
 
-use super::{Cx, Desired, Kind, Live};
+use super::{strs, Cx, Desired, Kind, Live};
 use crate::aws::{api, error_code, wait_until, Poll};
 use crate::model::{Address, Attrs, Resource, Value};
 use crate::plan::read::fnv;
@@ -178,14 +178,6 @@ fn token(cx: &Cx, address: &Address) -> String {
         "tsprov-{:016x}",
         fnv(format!("{}/{}/{address}", cx.stack, cx.region).as_bytes())
     )
-}
-
-fn strs(v: Option<&Value>) -> Vec<String> {
-    v.map(Value::as_list)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| s.as_str().map(str::to_string))
-        .collect()
 }
 
 fn str_list(items: &[String]) -> Value {

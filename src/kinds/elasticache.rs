@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use async_trait::async_trait;
 use aws_sdk_elasticache::types::{AutomaticFailoverStatus, MultiAzStatus, Tag};
 
-use super::{Cx, Desired, Kind, Live};
+use super::{strs, Cx, Desired, Kind, Live};
 use crate::aws::{api, error_code, eventually, wait_until, Poll};
 use crate::model::{Address, Attrs, Value};
 use crate::schema::{Default, Field, Ty};
@@ -94,14 +94,6 @@ pub fn identifier(stack: &str, address: &Address) -> String {
         Some(i) => format!("{base}-{i}"),
         None => base,
     }
-}
-
-fn strs(v: Option<&Value>) -> Vec<String> {
-    v.map(Value::as_list)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| s.as_str().map(str::to_string))
-        .collect()
 }
 
 fn cache_tags(want: &Desired) -> Vec<Tag> {

@@ -157,6 +157,15 @@ pub fn untracked_name(id: &str) -> String {
     format!("untracked-{clean}")
 }
 
+/// The strings of a list attribute (subnet ids, security groups, instance types).
+pub fn strs(v: Option<&crate::model::Value>) -> Vec<String> {
+    v.map(crate::model::Value::as_list)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
 /// A resource as apply wants it: references replaced by the ids they point at.
 #[derive(Clone, Debug)]
 pub struct Desired {

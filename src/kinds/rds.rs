@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use async_trait::async_trait;
 use aws_sdk_rds::types::Tag;
 
-use super::{Cx, Desired, Guard, Kind, Live};
+use super::{strs, Cx, Desired, Guard, Kind, Live};
 use crate::aws::{api, error_code, eventually, wait_until, Poll};
 use crate::model::{Address, Attrs, Resource, Value};
 use crate::plan::source::Diagnostic;
@@ -126,14 +126,6 @@ fn rds_tags(want: &Desired) -> Vec<Tag> {
     want.tags
         .iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
-}
-
-fn strs(v: Option<&Value>) -> Vec<String> {
-    v.map(Value::as_list)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| s.as_str().map(str::to_string))
         .collect()
 }
 
