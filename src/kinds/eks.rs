@@ -393,7 +393,7 @@ impl Kind for EksCluster {
             .iter()
             .filter(|n| n.starts_with(&prefix))
             .map(|name| read_cluster(cx, name));
-        Ok(futures::future::try_join_all(reads)
+        Ok(super::read_all(reads.collect())
             .await?
             .into_iter()
             .flatten()
@@ -689,7 +689,7 @@ async fn read_cluster(cx: &Cx, name: &str) -> Result<Vec<Live>> {
         .await
         .map_err(api("ListNodegroups"))?;
     let reads = groups.iter().map(|g| read_node_group(cx, name, g));
-    let mut out: Vec<Live> = futures::future::try_join_all(reads)
+    let mut out: Vec<Live> = super::read_all(reads.collect())
         .await?
         .into_iter()
         .flatten()

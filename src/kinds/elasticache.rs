@@ -240,7 +240,7 @@ impl Kind for CacheSubnetGroup {
                 }
                 Ok::<_, anyhow::Error>(live)
             });
-        Ok(futures::future::try_join_all(reads)
+        Ok(super::read_all(reads.collect())
             .await?
             .into_iter()
             .flatten()
@@ -410,7 +410,7 @@ impl Kind for ReplicationGroup {
                 }
                 Ok::<_, anyhow::Error>(live)
             });
-        Ok(futures::future::try_join_all(reads)
+        Ok(super::read_all(reads.collect())
             .await?
             .into_iter()
             .flatten()

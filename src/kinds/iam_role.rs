@@ -188,7 +188,7 @@ impl Kind for IamRole {
             }
             Ok::<_, anyhow::Error>(Live::from_tags(role.arn(), tags, attrs))
         });
-        Ok(futures::future::try_join_all(reads)
+        Ok(super::read_all(reads.collect())
             .await?
             .into_iter()
             .flatten()

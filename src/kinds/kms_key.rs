@@ -90,7 +90,7 @@ impl Kind for KmsKey {
             }
             Ok(live)
         });
-        Ok(futures::future::try_join_all(reads)
+        Ok(super::read_all(reads.collect())
             .await?
             .into_iter()
             .flatten()

@@ -149,7 +149,7 @@ impl Kind for LogGroup {
             }
             Ok::<_, anyhow::Error>(live)
         });
-        Ok(futures::future::try_join_all(reads)
+        Ok(super::read_all(reads.collect())
             .await?
             .into_iter()
             .flatten()

@@ -157,6 +157,22 @@ pub fn untracked_name(id: &str) -> String {
     format!("untracked-{clean}")
 }
 
+/// Per-resource reads of one kind in one region (where AWS has no batch read), at most
+/// this many at once: thousands of buckets must not open thousands of connections.
+const READS_IN_FLIGHT: usize = 16;
+
+/// Runs per-resource reads with bounded concurrency, in order; the first error ends them.
+pub async fn read_all<T, F>(reads: Vec<F>) -> Result<Vec<T>>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    use futures::stream::{StreamExt, TryStreamExt};
+    futures::stream::iter(reads)
+        .buffered(READS_IN_FLIGHT)
+        .try_collect()
+        .await
+}
+
 /// The strings of a list attribute (subnet ids, security groups, instance types).
 pub fn strs(v: Option<&crate::model::Value>) -> Vec<String> {
     v.map(crate::model::Value::as_list)

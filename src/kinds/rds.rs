@@ -263,7 +263,7 @@ impl Kind for DbSubnetGroup {
                 }
                 Ok::<_, anyhow::Error>(live)
             });
-        Ok(futures::future::try_join_all(reads)
+        Ok(super::read_all(reads.collect())
             .await?
             .into_iter()
             .flatten()

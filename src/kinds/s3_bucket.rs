@@ -164,7 +164,7 @@ impl Kind for S3Bucket {
             .map(str::to_string)
             .collect();
         let reads = ours.iter().map(|name| read_bucket(cx, name));
-        Ok(futures::future::try_join_all(reads)
+        Ok(super::read_all(reads.collect())
             .await?
             .into_iter()
             .flatten()

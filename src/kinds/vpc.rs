@@ -65,7 +65,7 @@ impl Kind for Vpc {
             attrs.insert("enable_dns_hostnames".into(), Value::Bool(hostnames));
             Ok::<_, anyhow::Error>(Live::from_tags(id, tags_of(vpc.tags()), attrs))
         });
-        Ok(futures::future::try_join_all(reads)
+        Ok(super::read_all(reads.collect())
             .await?
             .into_iter()
             .flatten()
