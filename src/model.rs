@@ -152,16 +152,6 @@ impl Value {
         }
     }
 
-    /// Every string inside (used to find which live resources a live one points at).
-    pub fn strings<'a>(&'a self, out: &mut Vec<&'a str>) {
-        match self {
-            Value::Str(s) => out.push(s),
-            Value::List(l) => l.iter().for_each(|v| v.strings(out)),
-            Value::Map(m) => m.values().for_each(|v| v.strings(out)),
-            _ => {}
-        }
-    }
-
     /// Replaces references by the referenced resource's id, or `Unknown`.
     pub fn resolve(&self, id_of: &dyn Fn(&Address) -> Option<String>) -> Value {
         match self {

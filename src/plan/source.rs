@@ -40,11 +40,6 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
-    /// `(line, column)`, both from 1, of a byte offset.
-    pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        line_col(&self.source, offset)
-    }
-
     /// The human form: `file:line:col: error: message` plus the source line, for each problem.
     pub fn render(&self) -> String {
         // Line starts once, so that thousands of problems render in n log n.
@@ -95,21 +90,6 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
-pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(source.len());
-    let before = &source.as_bytes()[..offset];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |p| p + 1);
-    let col = String::from_utf8_lossy(&before[line_start..])
-        .chars()
-        .count()
-        + 1;
-    (line, col)
-}
-
 /// "did you mean" for a misspelt name.
 pub fn suggest<'a>(wrong: &str, valid: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     valid
@@ -123,14 +103,6 @@ pub fn suggest<'a>(wrong: &str, valid: impl IntoIterator<Item = &'a str>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn line_col_counts_from_one() {
-        let s = "a = 1\nbb = 2\n";
-        assert_eq!(line_col(s, 0), (1, 1));
-        assert_eq!(line_col(s, 6), (2, 1));
-        assert_eq!(line_col(s, 9), (2, 4));
-    }
 
     #[test]
     fn suggests_close_names_only() {
