@@ -415,22 +415,38 @@ async fn ctrl_c_starts_nothing_new_and_reports_what_was_done() {
         .spawn()
         .unwrap();
     let pid = child.id().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        // The NAT gateway is held pending: interrupt while its waiter runs.
-        std::thread::sleep(std::time::Duration::from_secs(4));
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap();
-        child.wait_with_output().unwrap()
+    let (stdout, stderr, code) = tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, Read};
+        let mut child = child;
+        // Interrupt while the NAT gateway's waiter runs (it is held pending), however slow
+        // the start: wait for the line that says its create began.
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut stderr = String::new();
+        let mut line = String::new();
+        while err.read_line(&mut line).unwrap() > 0 {
+            stderr.push_str(&line);
+            let started = line.contains("+ nat_gateway.main: creating");
+            line.clear();
+            if started {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                std::process::Command::new("kill")
+                    .args(["-INT", &pid])
+                    .status()
+                    .unwrap();
+                break;
+            }
+        }
+        err.read_to_string(&mut stderr).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+            out.status.code(),
+        )
     })
     .await
     .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("interrupt: no new step starts"), "{stderr}");
     assert!(stdout.contains("apply INTERRUPTED"), "{stdout}");
     assert!(
