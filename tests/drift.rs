@@ -363,7 +363,7 @@ fn drift_every_runs_again_and_stops_on_sigterm() {
         "key.toml",
         "[stack]\nname = \"k\"\n[regions.eu-west-1]\nazs = [\"eu-west-1a\"]\n[kms_key.main]\n",
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_tsprov"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tsprov"))
         .args([
             "drift",
             &plan,
@@ -380,18 +380,27 @@ fn drift_every_runs_again_and_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Long enough for two runs on a loaded machine (a run takes well under a second idle).
-    std::thread::sleep(Duration::from_secs(6));
+    // Stop it once two runs have reported, however slow the machine.
+    use std::io::{BufRead, Read};
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (mut stdout, mut line, mut runs) = (String::new(), String::new(), 0);
+    let started = std::time::Instant::now();
+    while runs < 2
+        && started.elapsed() < Duration::from_secs(120)
+        && reader.read_line(&mut line).unwrap() > 0
+    {
+        runs += line.contains("kms_key.main: missing") as usize;
+        stdout.push_str(&line);
+        line.clear();
+    }
     assert!(Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap()
         .success());
+    reader.read_to_string(&mut stdout).unwrap();
     let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     // The key is missing (never applied): each run reports it, and the loop goes on.
     assert!(
