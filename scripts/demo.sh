@@ -12,4 +12,6 @@ tsprov validate plans/taskstream.toml
 tsprov plan plans/taskstream.toml --endpoint-url "$endpoint"
 tsprov apply plans/taskstream.toml --endpoint-url "$endpoint" --auto-approve
 tsprov plan plans/taskstream.toml --endpoint-url "$endpoint" --detailed-exitcode
-echo "Done. Remove it with: ./target/debug/tsprov destroy --endpoint-url $endpoint --auto-approve"
+echo "Done. To remove it: set protect_data = false in the plan and apply (deletion protection),"
+echo "then: ./target/debug/tsprov destroy --endpoint-url $endpoint --auto-approve \\"
+echo "  --allow-destroy kms_key.main --allow-destroy rds_cluster.main --allow-destroy s3_bucket.data_lake --allow-destroy s3_bucket.artifacts"
