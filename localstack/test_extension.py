@@ -177,5 +177,21 @@ class Mends(unittest.TestCase):
             ec2.delete_vpc(VpcId=vpc)
 
 
+    def test_nat_gateway_client_token(self):
+        ec2 = client("ec2", "ap-southeast-1")
+        vpc = ec2.create_vpc(CidrBlock="10.98.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.98.1.0/24")["Subnet"]["SubnetId"]
+        eip = ec2.allocate_address(Domain="vpc")["AllocationId"]
+        try:
+            first = ec2.create_nat_gateway(SubnetId=subnet, AllocationId=eip, ClientToken="mend-token")
+            again = ec2.create_nat_gateway(SubnetId=subnet, AllocationId=eip, ClientToken="mend-token")
+            nat = first["NatGateway"]["NatGatewayId"]
+            self.assertEqual(again["NatGateway"]["NatGatewayId"], nat)
+            ec2.delete_nat_gateway(NatGatewayId=nat)
+        finally:
+            ec2.release_address(AllocationId=eip)
+            ec2.delete_subnet(SubnetId=subnet)
+            ec2.delete_vpc(VpcId=vpc)
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

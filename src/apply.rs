@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -16,8 +16,9 @@ use petgraph::visit::Dfs;
 use petgraph::Direction;
 use serde::Serialize;
 
-use crate::diff::{Action, Change};
-use crate::kinds::{self, Cx, Desired, Live};
+use crate::aws;
+use crate::diff::{self, Action, Change};
+use crate::kinds::{self, Cx, Desired, Kind, Live};
 use crate::model::{Address, Resource};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -297,7 +298,7 @@ async fn execute(
     match node.step {
         Step::Create => {
             let want = desired()?;
-            let created = kind.create(cx, &want).await?;
+            let created = create_exactly_once(cx, kind, &want).await?;
             ids.lock()
                 .unwrap()
                 .insert(want.address.clone(), created.id.clone());
@@ -324,6 +325,69 @@ async fn execute(
             kind.delete(cx, live).await?;
             Ok(Some(live.id.clone()))
         }
+    }
+}
+
+/// How often a create that failed transiently is tried again (after a look for it).
+const CREATE_ATTEMPTS: u32 = 5;
+
+/// Creates `want`, and never twice. A create that failed may have happened all the
+/// same (its answer lost with a dropped connection, a 500 after the work was done, a
+/// retry refused as a duplicate), so before trying again look for the resource by its
+/// tags: adopt it if it is there (finishing the settings the create did not get to),
+/// else try again while the error is one that may pass.
+async fn create_exactly_once(cx: &Cx, kind: &dyn Kind, want: &Desired) -> anyhow::Result<Live> {
+    let mut delay = Duration::from_secs(1);
+    let mut attempt = 1;
+    loop {
+        let failure = match kind.create(cx, want).await {
+            Ok(created) => return Ok(created),
+            Err(e) => e,
+        };
+        if aws::is_quota(&failure) {
+            return Err(failure.context(
+                "an AWS service quota is reached; not retried, as waiting does not help: \
+                 raise the quota (Service Quotas console) or remove resources, then run again",
+            ));
+        }
+        let found: Vec<Live> = match kinds::discover_own(kind, cx).await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|l| l.address == want.address)
+                .collect(),
+            Err(e) => {
+                return Err(failure.context(format!(
+                    "and it could not be checked whether the create happened ({e:#}); \
+                     the next run finds it by its tags if it did"
+                )))
+            }
+        };
+        if let Some((adopted, extra)) = found.split_first() {
+            for duplicate in extra {
+                kind.delete(cx, duplicate).await?;
+            }
+            let unsettled: Vec<String> =
+                diff::attribute_changes(kind, &want.attrs, &want.tags, adopted)
+                    .into_iter()
+                    .filter(|a| !a.forces_replacement)
+                    .map(|a| a.name)
+                    .collect();
+            if !unsettled.is_empty() {
+                kind.update(cx, want, adopted, &unsettled).await?;
+            }
+            cx.progress.line(&format!(
+                "  {}: the create answered \"{failure:#}\" but had happened: adopted {}",
+                want.address, adopted.id
+            ));
+            return Ok(adopted.clone());
+        }
+        let may_pass = aws::is_transient(&failure) || aws::is_not_found(&failure);
+        if !may_pass || attempt >= CREATE_ATTEMPTS || cx.progress.stopped() {
+            return Err(failure);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(8));
+        attempt += 1;
     }
 }
 

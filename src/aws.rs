@@ -11,9 +11,14 @@ use aws_config::retry::RetryConfig;
 use aws_config::BehaviorVersion;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::retries::classifiers::{
+    ClassifyRetry, RetryAction, RetryClassifierPriority,
+};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -63,6 +68,40 @@ impl Intercept for CountCalls {
     }
 }
 
+/// Quota errors are final. The SDK counts `LimitExceededException` as throttling and
+/// retries it for a minute, but KMS, CloudWatch Logs and EKS use it for "you have
+/// too many": waiting does not help, the operator must act.
+#[derive(Debug)]
+struct QuotaIsFinal;
+
+impl ClassifyRetry for QuotaIsFinal {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(response) = ctx.response() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let header = response
+            .headers()
+            .get("x-amzn-errortype")
+            .unwrap_or_default();
+        let body = response.body().bytes().unwrap_or_default();
+        let body = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+        if response.status().is_client_error()
+            && (header.starts_with("LimitExceededException")
+                || body.contains("LimitExceededException"))
+        {
+            RetryAction::RetryForbidden
+        } else {
+            RetryAction::NoActionIndicated
+        }
+    }
+    fn name(&self) -> &'static str {
+        "tsprov::QuotaIsFinal"
+    }
+    fn priority(&self) -> RetryClassifierPriority {
+        RetryClassifierPriority::run_after(RetryClassifierPriority::transient_error_classifier())
+    }
+}
+
 /// The clients of one region.
 #[derive(Clone, Debug)]
 pub struct Clients {
@@ -75,6 +114,7 @@ pub struct Clients {
     pub eks: aws_sdk_eks::Client,
     pub rds: aws_sdk_rds::Client,
     pub elasticache: aws_sdk_elasticache::Client,
+    pub sts: aws_sdk_sts::Client,
 }
 
 pub async fn clients(region: &str, endpoint: Option<&str>, counter: Arc<CallCounter>) -> Clients {
@@ -91,12 +131,14 @@ pub async fn clients(region: &str, endpoint: Option<&str>, counter: Arc<CallCoun
         ($krate:ident) => {{
             let conf = $krate::config::Builder::from(&sdk)
                 .interceptor(CountCalls(counter.clone()))
+                .retry_classifier(QuotaIsFinal)
                 .build();
             $krate::Client::from_conf(conf)
         }};
     }
     let s3_conf = aws_sdk_s3::config::Builder::from(&sdk)
         .interceptor(CountCalls(counter.clone()))
+        .retry_classifier(QuotaIsFinal)
         .force_path_style(sdk.endpoint_url().is_some())
         .build();
     Clients {
@@ -109,6 +151,7 @@ pub async fn clients(region: &str, endpoint: Option<&str>, counter: Arc<CallCoun
         eks: client!(aws_sdk_eks),
         rds: client!(aws_sdk_rds),
         elasticache: client!(aws_sdk_elasticache),
+        sts: client!(aws_sdk_sts),
     }
 }
 
@@ -119,16 +162,50 @@ pub struct ApiError {
     pub operation: &'static str,
     pub code: Option<String>,
     pub detail: String,
+    /// Throttling, a 5xx, a timeout or a dropped connection: trying again may work, and
+    /// a create may have happened although it failed.
+    pub transient: bool,
 }
 
+/// Error codes of throttling and of AWS's own trouble (as the SDK's standard retry knows them).
+const TRANSIENT_CODES: [&str; 16] = [
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "InternalFailure",
+    "ServiceUnavailable",
+];
+
 /// `map_err(api("CreateVpc"))`: keeps the error code for classification and the whole chain for people.
-pub fn api<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> anyhow::Error
+pub fn api<E>(operation: &'static str) -> impl FnOnce(SdkError<E, HttpResponse>) -> anyhow::Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     move |e| {
         let code = e.code().map(str::to_string);
+        let transient = match &e {
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => true,
+            SdkError::ServiceError(s) => {
+                s.raw().status().is_server_error()
+                    || code
+                        .as_deref()
+                        .is_some_and(|c| TRANSIENT_CODES.contains(&c))
+            }
+            _ => false,
+        };
         let detail = match (&code, e.message()) {
             (Some(c), Some(m)) => format!("{c}: {m}"),
             _ => DisplayErrorContext(&e).to_string(),
@@ -137,21 +214,50 @@ where
             operation,
             code,
             detail,
+            transient,
         }
         .into()
     }
 }
 
 pub fn error_code(e: &anyhow::Error) -> Option<&str> {
-    e.chain()
-        .find_map(|c| c.downcast_ref::<ApiError>())
-        .and_then(|a| a.code.as_deref())
+    api_error(e).and_then(|a| a.code.as_deref())
+}
+
+fn api_error(e: &anyhow::Error) -> Option<&ApiError> {
+    e.chain().find_map(|c| c.downcast_ref::<ApiError>())
+}
+
+/// Whether trying again may work (throttling, 5xx, timeouts, dropped connections).
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    api_error(e).is_some_and(|a| a.transient)
+}
+
+/// A service quota reached (`VpcLimitExceeded`, `LimitExceededException`, ...): not
+/// throttling, so waiting does not help.
+pub fn is_quota(e: &anyhow::Error) -> bool {
+    error_code(e).is_some_and(|c| {
+        (c.contains("LimitExceeded") || c.contains("QuotaExceeded") || c == "TooManyBuckets")
+            && !TRANSIENT_CODES.contains(&c)
+    })
+}
+
+/// Config for a create AWS cannot make idempotent (no client token): one attempt. The
+/// SDK would retry a create whose answer was lost and so make a second resource; the
+/// executor looks for the first by its tags before it tries again.
+pub fn ec2_once() -> aws_sdk_ec2::config::Builder {
+    aws_sdk_ec2::config::Builder::default().retry_config(RetryConfig::disabled())
+}
+
+/// [`ec2_once`] for KMS keys.
+pub fn kms_once() -> aws_sdk_kms::config::Builder {
+    aws_sdk_kms::config::Builder::default().retry_config(RetryConfig::disabled())
 }
 
 /// `InvalidVpcID.NotFound` and friends: what EC2 answers for a while after a create.
 pub fn is_not_found(e: &anyhow::Error) -> bool {
     error_code(e).is_some_and(|c| {
-        c.ends_with(".NotFound") || c.ends_with("NotFoundException") || c == "NotFoundException"
+        c.ends_with(".NotFound") || c.ends_with("NotFoundException") || c == "NatGatewayNotFound"
     })
 }
 

@@ -78,6 +78,12 @@ pub enum Command {
         #[arg(long)]
         auto_approve: bool,
     },
+    /// Break the stack's lock (held by apply and destroy; a crashed run's lock
+    /// expires by itself 10 minutes after its last renewal).
+    Unlock {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Args, Debug, Clone)]

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use crate::graph::Graph;
-use crate::kinds::{self, Live};
-use crate::model::{Address, Resource, Value};
+use crate::kinds::{self, Kind, Live};
+use crate::model::{Address, Attrs, Resource, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -131,46 +131,12 @@ pub fn diff(desired: &[Resource], live: &[Live]) -> Vec<Change> {
             });
             continue;
         };
-        let mut attributes = Vec::new();
-        for field in kind.fields().iter().filter(|f| !f.write_only) {
-            let Some(want_value) = want.attrs.get(field.name) else {
-                continue;
-            };
-            let new = canonical(want_value.resolve(&id_of), field.set);
-            let old = have
-                .attrs
-                .get(field.name)
-                .cloned()
-                .map(|v| canonical(v, field.set));
-            if old.as_ref() == Some(&new) {
-                continue;
-            }
-            let (added, removed) = match (&old, &new, field.set) {
-                (Some(Value::List(o)), Value::List(n), true) => (
-                    n.iter().filter(|v| !o.contains(v)).cloned().collect(),
-                    o.iter().filter(|v| !n.contains(v)).cloned().collect(),
-                ),
-                _ => (vec![], vec![]),
-            };
-            attributes.push(AttrChange {
-                name: field.name.to_string(),
-                old,
-                new: Some(new),
-                forces_replacement: field.replace,
-                added,
-                removed,
-            });
-        }
-        if kind.taggable() && tags_value(&want.tags) != tags_value(&have.tags) {
-            attributes.push(AttrChange {
-                name: "tags".into(),
-                old: Some(tags_value(&have.tags)),
-                new: Some(tags_value(&want.tags)),
-                forces_replacement: false,
-                added: vec![],
-                removed: vec![],
-            });
-        }
+        let resolved: Attrs = want
+            .attrs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.resolve(&id_of)))
+            .collect();
+        let attributes = attribute_changes(kind, &resolved, &want.tags, have);
         if attributes.is_empty() {
             continue;
         }
@@ -194,6 +160,56 @@ pub fn diff(desired: &[Resource], live: &[Live]) -> Vec<Change> {
         }
     }
     changes
+}
+
+/// The attribute changes that turn `have` into `want` (references resolved to ids).
+pub fn attribute_changes(
+    kind: &dyn Kind,
+    want: &Attrs,
+    want_tags: &BTreeMap<String, String>,
+    have: &Live,
+) -> Vec<AttrChange> {
+    let mut attributes = Vec::new();
+    for field in kind.fields().iter().filter(|f| !f.write_only) {
+        let Some(want_value) = want.get(field.name) else {
+            continue;
+        };
+        let new = canonical(want_value.clone(), field.set);
+        let old = have
+            .attrs
+            .get(field.name)
+            .cloned()
+            .map(|v| canonical(v, field.set));
+        if old.as_ref() == Some(&new) {
+            continue;
+        }
+        let (added, removed) = match (&old, &new, field.set) {
+            (Some(Value::List(o)), Value::List(n), true) => (
+                n.iter().filter(|v| !o.contains(v)).cloned().collect(),
+                o.iter().filter(|v| !n.contains(v)).cloned().collect(),
+            ),
+            _ => (vec![], vec![]),
+        };
+        attributes.push(AttrChange {
+            name: field.name.to_string(),
+            old,
+            new: Some(new),
+            forces_replacement: field.replace,
+            added,
+            removed,
+        });
+    }
+    if kind.taggable() && tags_value(want_tags) != tags_value(&have.tags) {
+        attributes.push(AttrChange {
+            name: "tags".into(),
+            old: Some(tags_value(&have.tags)),
+            new: Some(tags_value(want_tags)),
+            forces_replacement: false,
+            added: vec![],
+            removed: vec![],
+        });
+    }
+    attributes
 }
 
 /// Marks the deletes and replacements that would destroy data (a kind's guard) and

@@ -13,6 +13,7 @@
 //! - `aws`      clients per region, call counting, retries and waiters
 //! - `diff`     desired vs live -> create / update / replace / delete
 //! - `apply`    concurrent executor of one region's changes
+//! - `lock`     one apply/destroy per stack at a time: a lock object in S3
 //! - `drift`    the same diff read as findings: modified, missing, unmanaged
 //! - `report`   plan text, progress lines, summaries
 //! - `run`      the commands, wiring the above together; exit codes
@@ -24,6 +25,7 @@ pub mod diff;
 pub mod drift;
 pub mod graph;
 pub mod kinds;
+pub mod lock;
 pub mod model;
 pub mod plan;
 pub mod policy;

@@ -16,6 +16,7 @@ use crate::diff::{self, Change, Summary};
 use crate::drift;
 use crate::graph::Graph;
 use crate::kinds::{self, Cx, Live};
+use crate::lock;
 use crate::model::{Resource, Stack, TAG_STACK};
 use crate::plan;
 use crate::report::{self, Progress, RegionPlan};
@@ -24,6 +25,10 @@ pub async fn run(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {
+            if let Some(locked) = e.downcast_ref::<lock::Locked>() {
+                eprintln!("error: {locked}");
+                return ExitCode::from(3);
+            }
             match e.downcast_ref::<plan::source::Diagnostics>() {
                 Some(d) => eprint!("{}", d.render()),
                 None => eprintln!("error: {e:#}"),
@@ -79,7 +84,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             out,
             detailed_exitcode,
         } => {
-            let session = Session::open(&common, Purpose::Change).await?;
+            let session = Session::open(&common, Purpose::Plan).await?;
             let plans = session.region_plans();
             if json {
                 println!(
@@ -113,11 +118,17 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 Some(saved) => (saved.common(&common), Some(saved)),
                 None => (common, None),
             };
-            let session = Session::open(&common, Purpose::Change).await?;
-            if let Some(saved) = &saved {
-                saved.check_unchanged(&session)?;
-            }
-            execute(session, auto_approve || saved.is_some(), "apply").await
+            let mut session = Session::open(&common, Purpose::Apply).await?;
+            let result = match &saved {
+                Some(saved) => saved.check_unchanged(&session),
+                None => Ok(()),
+            };
+            let result = match result {
+                Ok(()) => execute(&session, auto_approve || saved.is_some(), "apply").await,
+                Err(e) => Err(e),
+            };
+            session.release_lock().await;
+            result
         }
         Command::Drift {
             common,
@@ -132,13 +143,28 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             common,
             auto_approve,
         } => {
-            let session = Session::open(&common, Purpose::Destroy).await?;
-            execute(session, auto_approve, "destroy").await
+            let mut session = Session::open(&common, Purpose::Destroy).await?;
+            let result = execute(&session, auto_approve, "destroy").await;
+            session.release_lock().await;
+            result
+        }
+        Command::Unlock { common } => {
+            let stack = plan::load(&common.plan, common.stack.as_deref())?;
+            let calls = Arc::new(CallCounter::default());
+            let clients = aws::clients(lock::REGION, common.endpoint_url.as_deref(), calls).await;
+            match lock::break_lock(&clients, &stack.name).await? {
+                Some(r) => println!(
+                    "unlocked stack {}: the lock of {} (`{}` since {}) is gone",
+                    stack.name, r.holder, r.command, r.since
+                ),
+                None => println!("stack {} was not locked", stack.name),
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-async fn execute(session: Session, auto_approve: bool, verb: &str) -> Result<ExitCode> {
+async fn execute(session: &Session, auto_approve: bool, verb: &str) -> Result<ExitCode> {
     let plans = session.region_plans();
     print!("{}", report::plan_text(&plans));
     if plans.iter().all(|p| p.summary.is_empty()) {
@@ -312,12 +338,16 @@ struct Session {
     parallelism: usize,
     /// Shared by every region's progress: set on Ctrl-C.
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The stack's lock, for apply and destroy.
+    lock: Option<lock::Held>,
 }
 
 /// Why a session reads AWS: to change it, to destroy the stack, or only to compare.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Purpose {
-    Change,
+    Plan,
+    /// Apply and destroy hold the stack's lock.
+    Apply,
     Destroy,
     Drift,
 }
@@ -342,6 +372,17 @@ impl Session {
             .collect();
         let calls = Arc::new(CallCounter::default());
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Taken before the live state is read, so nothing changes it between read and apply.
+        let lock = match purpose {
+            Purpose::Apply | Purpose::Destroy => {
+                let clients =
+                    aws::clients(lock::REGION, common.endpoint_url.as_deref(), calls.clone()).await;
+                let command = if destroy { "destroy" } else { "apply" };
+                let plan = common.plan.display().to_string();
+                Some(lock::take(&clients, &stack.name, command, &plan, stop.clone()).await?)
+            }
+            _ => None,
+        };
         let start = Instant::now();
         let env_secs = |name: &str, default: f64| {
             std::env::var(name)
@@ -364,6 +405,7 @@ impl Session {
                         300.0,
                     )),
                     wait_scale: env_secs("TSPROV_WAIT_SCALE", 1.0),
+                    find_orphans: matches!(purpose, Purpose::Destroy),
                 };
                 let live = discover(&cx)
                     .await
@@ -386,14 +428,29 @@ impl Session {
                 })
             }
         });
-        let regions = futures::future::try_join_all(reads).await?;
+        let regions = match futures::future::try_join_all(reads).await {
+            Ok(regions) => regions,
+            Err(e) => {
+                if let Some(lock) = lock {
+                    lock.release().await;
+                }
+                return Err(e);
+            }
+        };
         Ok(Session {
             stack,
             regions,
             calls,
             parallelism: common.parallelism,
             stop,
+            lock,
         })
+    }
+
+    async fn release_lock(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            lock.release().await;
+        }
     }
 
     fn region_plans(&self) -> Vec<RegionPlan> {
@@ -483,27 +540,15 @@ async fn block_name_conflicts(cx: &Cx, changes: &mut [Change]) -> Result<()> {
 /// Every live resource of the stack in one region: each kind's batched read, all at once.
 async fn discover(cx: &Cx) -> Result<Vec<Live>> {
     let reads = kinds::registry().iter().map(|k| async move {
-        // Resources tagged with the stack by hand carry no address: give them their kind.
-        let mut found = k
-            .discover(cx)
+        kinds::discover_own(*k, cx)
             .await
-            .with_context(|| format!("discovering {}", k.name()))?;
-        for l in found
-            .iter_mut()
-            .filter(|l| l.address.kind == kinds::UNTRACKED)
-        {
-            l.address.kind = k.name().to_string();
-        }
-        Ok::<_, anyhow::Error>(found)
+            .with_context(|| format!("discovering {}", k.name()))
     });
-    let mut live: Vec<Live> = futures::future::try_join_all(reads)
+    Ok(futures::future::try_join_all(reads)
         .await?
         .into_iter()
         .flatten()
-        .collect();
-    // The Describe filters are AWS's; this is ours: never touch what lacks this stack's tag.
-    live.retain(|l| l.tags.get(TAG_STACK) == Some(&cx.stack));
-    Ok(live)
+        .collect())
 }
 
 const SAVED_FORMAT: &str = "tsprov-saved-plan/1";

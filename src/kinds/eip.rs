@@ -53,6 +53,8 @@ impl Kind for Eip {
             .allocate_address()
             .domain(DomainType::Vpc)
             .tag_specifications(tag_spec(ResourceType::ElasticIp, &want.tags))
+            .customize()
+            .config_override(crate::aws::ec2_once())
             .send()
             .await
             .map_err(api("AllocateAddress"))?;

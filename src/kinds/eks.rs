@@ -225,8 +225,10 @@ where
     let start = Instant::now();
     loop {
         match call().await {
+            // Busy with another update, not "already exists" (a create retried after a lost answer).
             Err(e)
                 if error_code(&e) == Some("ResourceInUseException")
+                    && !format!("{e:#}").contains("already exists")
                     && start.elapsed() < cx.wait_timeout(UPDATE_TIMEOUT) =>
             {
                 cx.progress.line(&format!(

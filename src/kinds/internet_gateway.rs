@@ -64,6 +64,8 @@ impl Kind for InternetGateway {
             .ec2
             .create_internet_gateway()
             .tag_specifications(tag_spec(ResourceType::InternetGateway, &want.tags))
+            .customize()
+            .config_override(crate::aws::ec2_once())
             .send()
             .await
             .map_err(api("CreateInternetGateway"))?;
@@ -123,7 +125,7 @@ impl Kind for InternetGateway {
 }
 
 async fn attach(cx: &Cx, id: &str, vpc: &str) -> Result<()> {
-    eventually(|| async {
+    let attached = eventually(|| async {
         cx.aws
             .ec2
             .attach_internet_gateway()
@@ -133,8 +135,32 @@ async fn attach(cx: &Cx, id: &str, vpc: &str) -> Result<()> {
             .await
             .map_err(api("AttachInternetGateway"))
     })
-    .await?;
-    Ok(())
+    .await;
+    match attached {
+        // Attached already: a call retried after its answer was lost. Attached to this
+        // VPC? Only then is it done.
+        Err(e) if error_code(&e) == Some("Resource.AlreadyAssociated") => {
+            let out = cx
+                .aws
+                .ec2
+                .describe_internet_gateways()
+                .internet_gateway_ids(id)
+                .send()
+                .await
+                .map_err(api("DescribeInternetGateways"))?;
+            let to_vpc = out
+                .internet_gateways()
+                .iter()
+                .flat_map(|g| g.attachments())
+                .any(|a| a.vpc_id() == Some(vpc));
+            if to_vpc {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+        other => other.map(|_| ()),
+    }
 }
 
 /// Detaching fails with DependencyViolation while public addresses (NAT gateways) remain in the VPC.

@@ -3,6 +3,11 @@
 //! through their aliases (one paginated ListAliases per region); describe,
 //! rotation status and tags have no batch call and cost three calls per key.
 //! Deleting schedules the key's deletion after a 30-day waiting period.
+//!
+//! A key whose alias was never made (a crash or a lost answer between CreateKey and
+//! CreateAlias) is invisible to that read; a scan of every key's tags finds it. The
+//! scan costs a call per key in the account, so it runs only before a create (to adopt
+//! such a key instead of making a second) and in destroy (to leave nothing behind).
 
 use std::collections::BTreeMap;
 
@@ -67,59 +72,64 @@ impl Kind for KmsKey {
             .filter_map(|a| Some((a.alias_name()?.to_string(), a.target_key_id()?.to_string())))
             .collect();
         let reads = keys.iter().map(|(alias, key_id)| async move {
-            let (meta, rotation, tags) = tokio::try_join!(
-                async { cx.aws.kms.describe_key().key_id(key_id).send().await.map_err(api("DescribeKey")) },
-                async { cx.aws.kms.get_key_rotation_status().key_id(key_id).send().await.map_err(api("GetKeyRotationStatus")) },
-                async { cx.aws.kms.list_resource_tags().key_id(key_id).send().await.map_err(api("ListResourceTags")) },
-            )?;
-            let meta = meta.key_metadata().cloned().unwrap_or_else(|| aws_sdk_kms::types::KeyMetadata::builder().key_id(key_id).build().unwrap());
-            if meta.key_state() == Some(&KeyState::PendingDeletion) {
+            let Some(mut live) = read_key(cx, key_id).await? else {
                 return Ok(None);
-            }
-            let tags: BTreeMap<String, String> = tags.tags().iter().map(|t| (t.tag_key().to_string(), t.tag_value().to_string())).collect();
-            if tags.get(TAG_STACK) != Some(&cx.stack) {
+            };
+            if live.tags.get(TAG_STACK) != Some(&cx.stack) {
                 bail!("{alias} points at KMS key {key_id}, which is not tagged {TAG_STACK}={}: tsprov will not manage or delete a key it did not create; remove the alias or tag the key", cx.stack);
             }
-            let mut attrs = Attrs::new();
-            attrs.insert("description".into(), Value::str(meta.description().unwrap_or_default()));
-            attrs.insert("enable_key_rotation".into(), Value::Bool(rotation.key_rotation_enabled()));
-            // The ARN is the id: what logs, EKS, RDS, ElastiCache and S3 need to refer to it.
-            let mut live = Live::from_tags(meta.arn().unwrap_or(key_id), tags, attrs);
-            if let Some(l) = live.as_mut() {
-                l.handles.insert("alias".into(), alias.clone());
-            }
-            Ok(live)
+            live.handles.insert("alias".into(), alias.clone());
+            Ok(Some(live))
         });
-        Ok(super::read_all(reads.collect())
+        let mut found: Vec<Live> = super::read_all(reads.collect())
             .await?
             .into_iter()
             .flatten()
-            .collect())
+            .collect();
+        if cx.find_orphans {
+            let seen: Vec<String> = found.iter().map(|l| l.id.clone()).collect();
+            found.extend(
+                orphans(cx)
+                    .await?
+                    .into_iter()
+                    .filter(|o| !seen.contains(&o.id)),
+            );
+        }
+        Ok(found)
     }
 
     async fn create(&self, cx: &Cx, want: &Desired) -> Result<Live> {
+        let alias = alias_name(&cx.stack, &want.address);
+        // A key of this address without its alias: an earlier create that did not finish.
+        if let Some(mut orphan) = orphans(cx)
+            .await?
+            .into_iter()
+            .find(|o| o.address == want.address)
+        {
+            create_alias(cx, &alias, &orphan.id).await?;
+            if orphan.attrs.get("enable_key_rotation") != want.attrs.get("enable_key_rotation") {
+                set_rotation(cx, &orphan.id, want.bool("enable_key_rotation")).await?;
+            }
+            orphan.attrs = want.attrs.clone();
+            orphan.handles.insert("alias".into(), alias);
+            return Ok(orphan);
+        }
         let mut call = cx.aws.kms.create_key().description(want.str("description"));
         for (k, v) in &want.tags {
             call = call.tags(Tag::builder().tag_key(k).tag_value(v).build()?);
         }
-        let out = call.send().await.map_err(api("CreateKey"))?;
+        let out = call
+            .customize()
+            .config_override(crate::aws::kms_once())
+            .send()
+            .await
+            .map_err(api("CreateKey"))?;
         let meta = out
             .key_metadata()
             .ok_or_else(|| anyhow::anyhow!("CreateKey returned no key"))?;
         let key_id = meta.key_id().to_string();
         // The alias is how the key is found again: make it before anything else can fail.
-        let alias = alias_name(&cx.stack, &want.address);
-        eventually(|| async {
-            cx.aws
-                .kms
-                .create_alias()
-                .alias_name(&alias)
-                .target_key_id(&key_id)
-                .send()
-                .await
-                .map_err(api("CreateAlias"))
-        })
-        .await?;
+        create_alias(cx, &alias, &key_id).await?;
         if want.bool("enable_key_rotation") {
             set_rotation(cx, &key_id, true).await?;
         }
@@ -218,6 +228,133 @@ impl Kind for KmsKey {
             other => other.map(|_| ()),
         }
     }
+}
+
+async fn create_alias(cx: &Cx, alias: &str, key_id: &str) -> Result<()> {
+    eventually(|| async {
+        cx.aws
+            .kms
+            .create_alias()
+            .alias_name(alias)
+            .target_key_id(key_id)
+            .send()
+            .await
+            .map_err(api("CreateAlias"))
+    })
+    .await?;
+    Ok(())
+}
+
+/// A key's description, rotation and tags; `None` once its deletion is scheduled.
+async fn read_key(cx: &Cx, key_id: &str) -> Result<Option<Live>> {
+    let (meta, rotation, tags) = tokio::try_join!(
+        async {
+            cx.aws
+                .kms
+                .describe_key()
+                .key_id(key_id)
+                .send()
+                .await
+                .map_err(api("DescribeKey"))
+        },
+        async {
+            cx.aws
+                .kms
+                .get_key_rotation_status()
+                .key_id(key_id)
+                .send()
+                .await
+                .map_err(api("GetKeyRotationStatus"))
+        },
+        async {
+            cx.aws
+                .kms
+                .list_resource_tags()
+                .key_id(key_id)
+                .send()
+                .await
+                .map_err(api("ListResourceTags"))
+        },
+    )?;
+    let meta = meta.key_metadata().cloned().unwrap_or_else(|| {
+        aws_sdk_kms::types::KeyMetadata::builder()
+            .key_id(key_id)
+            .build()
+            .unwrap()
+    });
+    if meta.key_state() == Some(&KeyState::PendingDeletion) {
+        return Ok(None);
+    }
+    let tags: BTreeMap<String, String> = tags
+        .tags()
+        .iter()
+        .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
+        .collect();
+    let mut attrs = Attrs::new();
+    attrs.insert(
+        "description".into(),
+        Value::str(meta.description().unwrap_or_default()),
+    );
+    attrs.insert(
+        "enable_key_rotation".into(),
+        Value::Bool(rotation.key_rotation_enabled()),
+    );
+    // The ARN is the id: what logs, EKS, RDS, ElastiCache and S3 need to refer to it.
+    Ok(Live::from_tags(meta.arn().unwrap_or(key_id), tags, attrs))
+}
+
+/// The stack's keys that no alias points at: every key's tags read (no tag filter exists).
+async fn orphans(cx: &Cx) -> Result<Vec<Live>> {
+    let keys = cx
+        .aws
+        .kms
+        .list_keys()
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(api("ListKeys"))?;
+    let aliased: Vec<String> = cx
+        .aws
+        .kms
+        .list_aliases()
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(api("ListAliases"))?
+        .iter()
+        .filter_map(|a| a.target_key_id().map(str::to_string))
+        .collect();
+    let reads = keys
+        .iter()
+        .filter_map(|k| k.key_id())
+        .filter(|id| !aliased.iter().any(|a| a == id))
+        .map(|key_id| async move {
+            let tags = cx
+                .aws
+                .kms
+                .list_resource_tags()
+                .key_id(key_id)
+                .send()
+                .await
+                .map_err(api("ListResourceTags"))?;
+            let ours = tags
+                .tags()
+                .iter()
+                .any(|t| t.tag_key() == TAG_STACK && t.tag_value() == cx.stack);
+            if !ours {
+                return Ok(None);
+            }
+            read_key(cx, key_id).await
+        });
+    Ok(super::read_all(reads.collect())
+        .await?
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 async fn set_rotation(cx: &Cx, key_id: &str, on: bool) -> Result<()> {

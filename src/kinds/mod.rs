@@ -71,6 +71,9 @@ pub struct Cx {
     pub dependency_timeout: Duration,
     /// Scales every kind's waiter timeout (tests shorten it).
     pub wait_scale: f64,
+    /// Also look for what cheap discovery cannot see (a KMS key whose alias was never
+    /// made): destroy must leave nothing, even after a crash.
+    pub find_orphans: bool,
 }
 
 impl Cx {
@@ -120,6 +123,18 @@ impl Live {
 }
 
 pub const UNTRACKED: &str = "untracked";
+
+/// The live resources of one kind that belong to this stack. A kind's Describe filters
+/// are AWS's (some kinds cannot filter at all); this is ours: never touch what lacks
+/// this stack's tag. Resources tagged with the stack by hand get their kind.
+pub async fn discover_own(kind: &dyn Kind, cx: &Cx) -> Result<Vec<Live>> {
+    let mut found = kind.discover(cx).await?;
+    found.retain(|l| l.tags.get(TAG_STACK) == Some(&cx.stack));
+    for l in found.iter_mut().filter(|l| l.address.kind == UNTRACKED) {
+        l.address.kind = kind.name().to_string();
+    }
+    Ok(found)
+}
 
 /// The tag changes that make `live` equal to `want`: pairs to set (new or changed)
 /// and keys to remove (never AWS's own `aws:` tags).

@@ -179,6 +179,8 @@ impl Kind for RouteTable {
             .create_route_table()
             .vpc_id(want.str("vpc"))
             .tag_specifications(tag_spec(ResourceType::RouteTable, &want.tags))
+            .customize()
+            .config_override(crate::aws::ec2_once())
             .send()
             .await
             .map_err(api("CreateRouteTable"))?;
@@ -222,7 +224,7 @@ impl Kind for RouteTable {
                 .unwrap_or_default();
             for subnet in want_list.iter().filter(|s| !have.contains(s)) {
                 let subnet = subnet.as_str().unwrap_or_default();
-                eventually(|| async {
+                let associated = eventually(|| async {
                     cx.aws
                         .ec2
                         .associate_route_table()
@@ -232,7 +234,19 @@ impl Kind for RouteTable {
                         .await
                         .map_err(api("AssociateRouteTable"))
                 })
-                .await?;
+                .await;
+                match associated {
+                    // Associated already: with this table (a call retried after its
+                    // answer was lost) it is done; with another, that is an error.
+                    Err(e) if error_code(&e) == Some("Resource.AlreadyAssociated") => {
+                        if !associated_with(cx, subnet, &live.id).await? {
+                            return Err(e);
+                        }
+                    }
+                    other => {
+                        other?;
+                    }
+                }
             }
             for subnet in have.iter().filter(|s| !want_list.contains(s)) {
                 if let Some(assoc) = live.handles.get(subnet.as_str().unwrap_or_default()) {
@@ -268,6 +282,21 @@ impl Kind for RouteTable {
     }
 }
 
+async fn associated_with(cx: &Cx, subnet: &str, table: &str) -> Result<bool> {
+    let out = cx
+        .aws
+        .ec2
+        .describe_route_tables()
+        .filters(super::ec2::filter("association.subnet-id", &[subnet]))
+        .send()
+        .await
+        .map_err(api("DescribeRouteTables"))?;
+    Ok(out
+        .route_tables()
+        .iter()
+        .any(|t| t.route_table_id() == Some(table)))
+}
+
 async fn disassociate(cx: &Cx, assoc: &str) -> Result<()> {
     match cx
         .aws
@@ -290,37 +319,45 @@ async fn sync_routes(cx: &Cx, table: &str, have: &Routes, want: &Routes) -> Resu
         }
         let ipv6 = dest.contains(':');
         let (gw, nat) = (target(route, "gateway"), target(route, "nat_gateway"));
-        if have.contains_key(dest) {
+        let replace = || async {
             let mut call = cx
                 .aws
                 .ec2
                 .replace_route()
                 .route_table_id(table)
-                .set_gateway_id(gw)
-                .set_nat_gateway_id(nat);
+                .set_gateway_id(gw.clone())
+                .set_nat_gateway_id(nat.clone());
             call = if ipv6 {
                 call.destination_ipv6_cidr_block(dest)
             } else {
                 call.destination_cidr_block(dest)
             };
-            call.send().await.map_err(api("ReplaceRoute"))?;
-        } else {
-            eventually(|| async {
-                let mut call = cx
-                    .aws
-                    .ec2
-                    .create_route()
-                    .route_table_id(table)
-                    .set_gateway_id(gw.clone())
-                    .set_nat_gateway_id(nat.clone());
-                call = if ipv6 {
-                    call.destination_ipv6_cidr_block(dest)
-                } else {
-                    call.destination_cidr_block(dest)
-                };
-                call.send().await.map_err(api("CreateRoute"))
-            })
-            .await?;
+            call.send().await.map_err(api("ReplaceRoute")).map(|_| ())
+        };
+        if have.contains_key(dest) {
+            replace().await?;
+            continue;
+        }
+        let created = eventually(|| async {
+            let mut call = cx
+                .aws
+                .ec2
+                .create_route()
+                .route_table_id(table)
+                .set_gateway_id(gw.clone())
+                .set_nat_gateway_id(nat.clone());
+            call = if ipv6 {
+                call.destination_ipv6_cidr_block(dest)
+            } else {
+                call.destination_cidr_block(dest)
+            };
+            call.send().await.map_err(api("CreateRoute")).map(|_| ())
+        })
+        .await;
+        match created {
+            // There already (a create retried after its answer was lost): make sure of its target.
+            Err(e) if error_code(&e) == Some("RouteAlreadyExists") => replace().await?,
+            other => other?,
         }
     }
     for dest in have.keys().filter(|d| !want.contains_key(*d)) {

@@ -173,23 +173,30 @@ impl Kind for S3Bucket {
 
     async fn create(&self, cx: &Cx, want: &Desired) -> Result<Live> {
         let name = bucket_name(&cx.stack, &cx.region, &want.address);
-        let mut call = cx.aws.s3.create_bucket().bucket(&name);
+        // Tags in the create call itself, so a bucket is never born untagged (a crash
+        // between create and tagging would leave a bucket no run could claim).
+        let mut config = CreateBucketConfiguration::builder().set_tags(Some(s3_tags(&want.tags)?));
         if cx.region != "us-east-1" {
-            call = call.create_bucket_configuration(
-                CreateBucketConfiguration::builder()
-                    .location_constraint(BucketLocationConstraint::from(cx.region.as_str()))
-                    .build(),
-            );
+            config = config.location_constraint(BucketLocationConstraint::from(cx.region.as_str()));
         }
-        match call.send().await.map_err(api("CreateBucket")) {
-            // Ours already (a create retried after a crash): go on configuring it.
-            Err(e) if error_code(&e) == Some("BucketAlreadyOwnedByYou") => {}
+        match cx
+            .aws
+            .s3
+            .create_bucket()
+            .bucket(&name)
+            .create_bucket_configuration(config.build())
+            .send()
+            .await
+            .map_err(api("CreateBucket"))
+        {
+            // Ours already (a create retried after a lost answer): go on configuring it.
+            Err(e) if error_code(&e) == Some("BucketAlreadyOwnedByYou") => {
+                put_tags(cx, &name, &want.tags).await?;
+            }
             other => {
                 other?;
             }
         }
-        // S3 takes no tags in CreateBucket: tag first, so it is found again if anything below fails.
-        put_tags(cx, &name, &want.tags).await?;
         put_encryption(cx, &name, want).await?;
         put_versioning(cx, &name, want.bool("versioning")).await?;
         put_public_access_block(cx, &name, want).await?;
@@ -317,11 +324,15 @@ async fn read_bucket(cx: &Cx, name: &str) -> Result<Option<Live>> {
     Ok(Live::from_tags(name, tags, attrs))
 }
 
-async fn put_tags(cx: &Cx, bucket: &str, tags: &BTreeMap<String, String>) -> Result<()> {
-    let set: Vec<Tag> = tags
+fn s3_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>> {
+    Ok(tags
         .iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()?)
+}
+
+async fn put_tags(cx: &Cx, bucket: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    let set = s3_tags(tags)?;
     let tagging = Tagging::builder().set_tag_set(Some(set)).build()?;
     eventually(|| async {
         cx.aws

@@ -507,7 +507,7 @@ impl Kind for SecurityGroupRules {
                 .map(permission)
                 .collect();
             // Revoke first: a rule whose description changed is the same rule to AWS.
-            revoke(cx, group_id(live), direction, remove).await?;
+            revoke(cx, group_id(live), direction, remove, true).await?;
             authorize(cx, group_id(live), direction, add).await?;
         }
         Ok(())
@@ -523,7 +523,11 @@ impl Kind for SecurityGroupRules {
                 .iter()
                 .map(permission)
                 .collect();
-            revoke(cx, group_id(live), direction, rules).await?;
+            match revoke(cx, group_id(live), direction, rules, false).await {
+                // The group is gone, and its rules with it.
+                Err(e) if error_code(&e) == Some("InvalidGroup.NotFound") => return Ok(()),
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -563,40 +567,49 @@ async fn authorize(cx: &Cx, group: &str, direction: &str, perms: Vec<IpPermissio
     }
 }
 
-async fn revoke(cx: &Cx, group: &str, direction: &str, perms: Vec<IpPermission>) -> Result<()> {
+/// Revokes rules; one already gone is fine. A group made moments ago may not be known
+/// yet: `wait_for_group` waits for it rather than take its NotFound for "nothing to
+/// revoke" (the default egress rule would stay).
+async fn revoke(
+    cx: &Cx,
+    group: &str,
+    direction: &str,
+    perms: Vec<IpPermission>,
+    wait_for_group: bool,
+) -> Result<()> {
     if perms.is_empty() {
         return Ok(());
     }
-    let result = if direction == "ingress" {
-        cx.aws
-            .ec2
-            .revoke_security_group_ingress()
-            .group_id(group)
-            .set_ip_permissions(Some(perms))
-            .send()
-            .await
-            .map_err(api("RevokeSecurityGroupIngress"))
-            .map(|_| ())
-    } else {
-        cx.aws
-            .ec2
-            .revoke_security_group_egress()
-            .group_id(group)
-            .set_ip_permissions(Some(perms))
-            .send()
-            .await
-            .map_err(api("RevokeSecurityGroupEgress"))
-            .map(|_| ())
-    };
-    match result {
-        Err(e)
-            if matches!(
-                error_code(&e),
-                Some("InvalidPermission.NotFound" | "InvalidGroup.NotFound")
-            ) =>
-        {
-            Ok(())
+    let once = || async {
+        let result = if direction == "ingress" {
+            cx.aws
+                .ec2
+                .revoke_security_group_ingress()
+                .group_id(group)
+                .set_ip_permissions(Some(perms.clone()))
+                .send()
+                .await
+                .map_err(api("RevokeSecurityGroupIngress"))
+                .map(|_| ())
+        } else {
+            cx.aws
+                .ec2
+                .revoke_security_group_egress()
+                .group_id(group)
+                .set_ip_permissions(Some(perms.clone()))
+                .send()
+                .await
+                .map_err(api("RevokeSecurityGroupEgress"))
+                .map(|_| ())
+        };
+        match result {
+            Err(e) if error_code(&e) == Some("InvalidPermission.NotFound") => Ok(()),
+            other => other,
         }
-        other => other,
+    };
+    if wait_for_group {
+        eventually(once).await
+    } else {
+        once().await
     }
 }

@@ -79,6 +79,8 @@ impl Kind for Vpc {
             .create_vpc()
             .cidr_block(want.str("cidr_block"))
             .tag_specifications(tag_spec(ResourceType::Vpc, &want.tags))
+            .customize()
+            .config_override(crate::aws::ec2_once())
             .send()
             .await
             .map_err(api("CreateVpc"))?;
@@ -133,15 +135,18 @@ impl Kind for Vpc {
 }
 
 async fn dns_attribute(cx: &Cx, vpc_id: &str, attribute: VpcAttributeName) -> Result<bool> {
-    let out = cx
-        .aws
-        .ec2
-        .describe_vpc_attribute()
-        .vpc_id(vpc_id)
-        .attribute(attribute.clone())
-        .send()
-        .await
-        .map_err(api("DescribeVpcAttribute"))?;
+    // Listed by DescribeVpcs, so it exists: a NotFound here is EC2 catching up.
+    let out = eventually(|| async {
+        cx.aws
+            .ec2
+            .describe_vpc_attribute()
+            .vpc_id(vpc_id)
+            .attribute(attribute.clone())
+            .send()
+            .await
+            .map_err(api("DescribeVpcAttribute"))
+    })
+    .await?;
     let value = match attribute {
         VpcAttributeName::EnableDnsSupport => out.enable_dns_support().and_then(|a| a.value()),
         _ => out.enable_dns_hostnames().and_then(|a| a.value()),

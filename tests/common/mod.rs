@@ -406,3 +406,330 @@ pub async fn leftovers(region: &str, stack: &str) -> Vec<String> {
     );
     out
 }
+
+/// The `tsprov:address` tag of every resource of the stack in a region, one entry per
+/// AWS resource (so a duplicate shows twice), sorted. Read with the SDK's own calls;
+/// KMS keys pending deletion, NAT gateways deleted and resources being deleted do not count.
+pub async fn tagged_addresses(region: &str, stack: &str) -> Vec<String> {
+    const ADDRESS: &str = "tsprov:address";
+    let mut out: Vec<String> = Vec::new();
+    let ec2 = ec2(region).await;
+    let f = stack_filter(stack);
+    let mut add = |tags: &[aws_sdk_ec2::types::Tag]| {
+        if let Some(a) = tag(tags, ADDRESS) {
+            out.push(a.to_string());
+        }
+    };
+    for v in ec2
+        .describe_vpcs()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap()
+        .vpcs()
+    {
+        add(v.tags());
+    }
+    for s in ec2
+        .describe_subnets()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap()
+        .subnets()
+    {
+        add(s.tags());
+    }
+    for g in ec2
+        .describe_internet_gateways()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap()
+        .internet_gateways()
+    {
+        add(g.tags());
+    }
+    for a in ec2
+        .describe_addresses()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap()
+        .addresses()
+    {
+        add(a.tags());
+    }
+    for n in ec2
+        .describe_nat_gateways()
+        .filter(f.clone())
+        .send()
+        .await
+        .unwrap()
+        .nat_gateways()
+    {
+        use aws_sdk_ec2::types::NatGatewayState::{Deleted, Deleting};
+        if !matches!(n.state(), Some(Deleted | Deleting)) {
+            add(n.tags());
+        }
+    }
+    for r in ec2
+        .describe_route_tables()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap()
+        .route_tables()
+    {
+        add(r.tags());
+    }
+    for g in ec2
+        .describe_security_groups()
+        .filters(f.clone())
+        .send()
+        .await
+        .unwrap()
+        .security_groups()
+    {
+        add(g.tags());
+    }
+    for l in ec2
+        .describe_flow_logs()
+        .filter(f)
+        .send()
+        .await
+        .unwrap()
+        .flow_logs()
+    {
+        add(l.tags());
+    }
+    let mut found = |tags: Vec<(String, String)>| {
+        if tags.iter().any(|(k, v)| k == "tsprov:stack" && v == stack) {
+            if let Some((_, a)) = tags.iter().find(|(k, _)| k == ADDRESS) {
+                out.push(a.clone());
+            }
+        }
+    };
+    let kms = kms(region).await;
+    let keys = kms.list_keys().limit(1000).send().await.unwrap();
+    for k in keys.keys() {
+        let id = k.key_id().unwrap();
+        let meta = kms.describe_key().key_id(id).send().await.unwrap();
+        if meta.key_metadata().unwrap().key_state()
+            == Some(&aws_sdk_kms::types::KeyState::PendingDeletion)
+        {
+            continue;
+        }
+        let tags = kms.list_resource_tags().key_id(id).send().await.unwrap();
+        found(
+            tags.tags()
+                .iter()
+                .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
+                .collect(),
+        );
+    }
+    let iam = iam(region).await;
+    let roles = iam
+        .list_roles()
+        .path_prefix(format!("/tsprov/{stack}/{region}/"))
+        .send()
+        .await
+        .unwrap();
+    for r in roles.roles() {
+        let tags = iam
+            .list_role_tags()
+            .role_name(r.role_name())
+            .send()
+            .await
+            .unwrap();
+        found(
+            tags.tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect(),
+        );
+    }
+    let logs = logs(region).await;
+    let groups = logs
+        .describe_log_groups()
+        .log_group_name_prefix(format!("/tsprov/{stack}/"))
+        .send()
+        .await
+        .unwrap();
+    for g in groups.log_groups() {
+        let arn = g.arn().unwrap().trim_end_matches(":*");
+        let tags = logs
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        found(
+            tags.tags()
+                .unwrap_or(&Default::default())
+                .clone()
+                .into_iter()
+                .collect(),
+        );
+    }
+    let eks = eks(region).await;
+    let prefix = format!("{stack}-");
+    for name in eks.list_clusters().send().await.unwrap().clusters() {
+        if !name.starts_with(&prefix) {
+            continue;
+        }
+        let c = eks.describe_cluster().name(name).send().await.unwrap();
+        let c = c.cluster().unwrap();
+        if c.status() == Some(&aws_sdk_eks::types::ClusterStatus::Deleting) {
+            continue;
+        }
+        found(c.tags().cloned().unwrap_or_default().into_iter().collect());
+        let groups = eks
+            .list_nodegroups()
+            .cluster_name(name)
+            .send()
+            .await
+            .unwrap();
+        for g in groups.nodegroups() {
+            let n = eks
+                .describe_nodegroup()
+                .cluster_name(name)
+                .nodegroup_name(g)
+                .send()
+                .await
+                .unwrap();
+            found(
+                n.nodegroup()
+                    .and_then(|n| n.tags())
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            );
+        }
+    }
+    let rds = rds(region).await;
+    let rds_tags = |list: &[aws_sdk_rds::types::Tag]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    for c in rds
+        .describe_db_clusters()
+        .send()
+        .await
+        .unwrap()
+        .db_clusters()
+    {
+        if c.status() != Some("deleting") {
+            found(rds_tags(c.tag_list()));
+        }
+    }
+    for i in rds
+        .describe_db_instances()
+        .send()
+        .await
+        .unwrap()
+        .db_instances()
+    {
+        if i.db_instance_status() != Some("deleting") {
+            found(rds_tags(i.tag_list()));
+        }
+    }
+    for g in rds
+        .describe_db_subnet_groups()
+        .send()
+        .await
+        .unwrap()
+        .db_subnet_groups()
+    {
+        if !g.db_subnet_group_name().unwrap_or("").starts_with(&prefix) {
+            continue;
+        }
+        let tags = rds
+            .list_tags_for_resource()
+            .resource_name(g.db_subnet_group_arn().unwrap())
+            .send()
+            .await
+            .unwrap();
+        found(rds_tags(tags.tag_list()));
+    }
+    let cache = elasticache(region).await;
+    let cache_tags = |list: &[aws_sdk_elasticache::types::Tag]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let mut arns = Vec::new();
+    for g in cache
+        .describe_replication_groups()
+        .send()
+        .await
+        .unwrap()
+        .replication_groups()
+    {
+        if g.replication_group_id().unwrap_or("").starts_with(&prefix)
+            && g.status() != Some("deleting")
+        {
+            arns.push(g.arn().unwrap().to_string());
+        }
+    }
+    for g in cache
+        .describe_cache_subnet_groups()
+        .send()
+        .await
+        .unwrap()
+        .cache_subnet_groups()
+    {
+        if g.cache_subnet_group_name()
+            .unwrap_or("")
+            .starts_with(&prefix)
+        {
+            arns.push(g.arn().unwrap().to_string());
+        }
+    }
+    for arn in arns {
+        let tags = cache
+            .list_tags_for_resource()
+            .resource_name(arn)
+            .send()
+            .await
+            .unwrap();
+        found(cache_tags(tags.tag_list()));
+    }
+    let s3 = s3(region).await;
+    let bucket_prefix = format!("{stack}-{region}-");
+    for b in s3.list_buckets().send().await.unwrap().buckets() {
+        let name = b.name().unwrap();
+        if !name.starts_with(&bucket_prefix) {
+            continue;
+        }
+        let tags = s3.get_bucket_tagging().bucket(name).send().await;
+        found(
+            tags.map(|t| {
+                t.tag_set()
+                    .iter()
+                    .map(|t| (t.key().to_string(), t.value().to_string()))
+                    .collect()
+            })
+            .unwrap_or_else(|_| {
+                vec![
+                    ("tsprov:stack".into(), stack.into()),
+                    (ADDRESS.into(), format!("untagged bucket {name}")),
+                ]
+            }),
+        );
+    }
+    out.sort();
+    out
+}

@@ -157,3 +157,31 @@ def mend_rds_modify_db_subnet_group():
 
     modify_db_subnet_group._tsprov_mended = True
     RDSBackend.modify_db_subnet_group = modify_db_subnet_group
+
+
+@hooks.on_infra_start()
+def mend_nat_gateway_client_token():
+    """CreateNatGateway ignored ClientToken, so a create retried after a lost answer made
+    a second gateway. AWS answers a repeated token with the gateway it already made."""
+    from moto.ec2.responses.nat_gateways import CREATE_NAT_GATEWAY, NatGateways
+
+    original = NatGateways.create_nat_gateway
+    if getattr(original, "_tsprov_mended", False):
+        return
+    made = {}
+
+    def create_nat_gateway(self):
+        token = self._get_param("ClientToken")
+        key = (self.current_account, self.region, token)
+        if token and key in made:
+            nat = self.ec2_backend.nat_gateways.get(made[key])
+            if nat is not None and nat.state not in ("deleting", "deleted"):
+                return self.response_template(CREATE_NAT_GATEWAY).render(nat_gateway=nat)
+        answer = original(self)
+        if token:
+            start = answer.find("<natGatewayId>") + len("<natGatewayId>")
+            made[key] = answer[start:answer.find("</natGatewayId>", start)]
+        return answer
+
+    create_nat_gateway._tsprov_mended = True
+    NatGateways.create_nat_gateway = create_nat_gateway

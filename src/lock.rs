@@ -1,0 +1,309 @@
+//! One run per stack at a time. apply and destroy hold a lock object in S3,
+//! `s3://tsprov-locks-<account>/<stack>.json` in us-east-1, written with a
+//! conditional PUT (`If-None-Match: *`): of two runs, S3 lets exactly one write it.
+//! The object names the holder and since when; the holder renews it every minute
+//! (`If-Match` its own version, so a lock broken and taken by another run is noticed)
+//! and deletes it when done. A lock not renewed for [`TTL`] (its run crashed, its
+//! laptop slept) has expired: the next run takes it over. `tsprov unlock` breaks one
+//! at once. No state lives anywhere else.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use aws_sdk_s3::primitives::ByteStream;
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{api, error_code, Clients};
+
+/// How long a lock lives without renewal.
+pub const TTL: Duration = Duration::from_secs(600);
+const RENEW_EVERY: Duration = Duration::from_secs(60);
+/// The region of the lock bucket, whatever regions a run touches: one agreed place.
+pub const REGION: &str = "us-east-1";
+
+/// What the lock object says.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    pub stack: String,
+    /// Who runs it: the AWS identity, user, host and process.
+    pub holder: String,
+    pub command: String,
+    pub since: String,
+    pub expires: String,
+}
+
+impl Record {
+    fn expired(&self) -> bool {
+        humantime::parse_rfc3339(&self.expires).map_or(true, |t| t < SystemTime::now())
+    }
+}
+
+/// Another run holds the stack: exit code 3, so CI can wait and retry.
+#[derive(Debug, thiserror::Error)]
+#[error("stack {stack} is locked by {holder}, running `{command}` since {since}; the lock expires at {expires} unless that run renews it.\nIf that run is dead, break the lock: tsprov unlock {plan} --stack {stack}", stack = .record.stack, holder = .record.holder, command = .record.command, since = .record.since, expires = .record.expires, plan = .plan)]
+pub struct Locked {
+    pub record: Record,
+    pub plan: String,
+}
+
+pub struct Held {
+    place: Place,
+    etag: Arc<Mutex<String>>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct Place {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+    identity: String,
+}
+
+async fn place(clients: &Clients, stack: &str) -> Result<Place> {
+    let me = clients
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(api("GetCallerIdentity"))?;
+    Ok(Place {
+        s3: clients.s3.clone(),
+        bucket: format!("tsprov-locks-{}", me.account().unwrap_or("unknown")),
+        key: format!("{stack}.json"),
+        identity: me.arn().unwrap_or("unknown").to_string(),
+    })
+}
+
+fn now_plus(d: Duration) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now() + d).to_string()
+}
+
+fn holder(identity: &str) -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "?".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "?".into());
+    format!(
+        "{identity} ({user}@{}, pid {})",
+        host.trim(),
+        std::process::id()
+    )
+}
+
+/// Writes the record if no lock exists (`if_match` None) or if the lock is still the
+/// version `if_match`; `Ok(None)` when S3 refuses because that is not so.
+async fn write(place: &Place, record: &Record, if_match: Option<&str>) -> Result<Option<String>> {
+    let body = serde_json::to_vec_pretty(record)?;
+    let mut call = place
+        .s3
+        .put_object()
+        .bucket(&place.bucket)
+        .key(&place.key)
+        .content_type("application/json")
+        .body(ByteStream::from(body));
+    call = match if_match {
+        Some(etag) => call.if_match(etag),
+        None => call.if_none_match("*"),
+    };
+    match call.send().await.map_err(api("PutObject")) {
+        Ok(out) => Ok(Some(out.e_tag().unwrap_or_default().to_string())),
+        Err(e)
+            if matches!(
+                error_code(&e),
+                Some("PreconditionFailed" | "ConditionalRequestConflict" | "NoSuchKey")
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The lock as it is now, with its version; `None` when there is none.
+async fn read(place: &Place) -> Result<Option<(Record, String)>> {
+    match place
+        .s3
+        .get_object()
+        .bucket(&place.bucket)
+        .key(&place.key)
+        .send()
+        .await
+        .map_err(api("GetObject"))
+    {
+        Ok(out) => {
+            let etag = out.e_tag().unwrap_or_default().to_string();
+            let bytes = out.body.collect().await?.into_bytes();
+            let record = serde_json::from_slice(&bytes).with_context(|| {
+                format!("s3://{}/{} is not a tsprov lock", place.bucket, place.key)
+            })?;
+            Ok(Some((record, etag)))
+        }
+        Err(e) if matches!(error_code(&e), Some("NoSuchKey" | "NoSuchBucket")) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The lock bucket, made on first use: private, encrypted by S3 by default.
+async fn make_bucket(place: &Place) -> Result<()> {
+    match place
+        .s3
+        .create_bucket()
+        .bucket(&place.bucket)
+        .send()
+        .await
+        .map_err(api("CreateBucket"))
+    {
+        Err(e) if error_code(&e) == Some("BucketAlreadyOwnedByYou") => {}
+        other => {
+            other?;
+        }
+    }
+    let block = aws_sdk_s3::types::PublicAccessBlockConfiguration::builder()
+        .block_public_acls(true)
+        .ignore_public_acls(true)
+        .block_public_policy(true)
+        .restrict_public_buckets(true)
+        .build();
+    place
+        .s3
+        .put_public_access_block()
+        .bucket(&place.bucket)
+        .public_access_block_configuration(block)
+        .send()
+        .await
+        .map_err(api("PutPublicAccessBlock"))?;
+    Ok(())
+}
+
+/// Takes the stack's lock for `command`, or fails with [`Locked`] naming its holder.
+/// `stop` is set if the lock is lost while held (broken by someone else).
+pub async fn take(
+    clients: &Clients,
+    stack: &str,
+    command: &str,
+    plan: &str,
+    stop: Arc<AtomicBool>,
+) -> Result<Held> {
+    let place = place(clients, stack).await?;
+    let record = Record {
+        stack: stack.to_string(),
+        holder: holder(&place.identity),
+        command: command.to_string(),
+        since: now_plus(Duration::ZERO),
+        expires: now_plus(TTL),
+    };
+    let mut bucket_made = false;
+    let etag = loop {
+        let attempt = write(&place, &record, None).await;
+        match attempt {
+            Ok(Some(etag)) => break etag,
+            Err(e) if error_code(&e) == Some("NoSuchBucket") && !bucket_made => {
+                make_bucket(&place).await?;
+                bucket_made = true;
+            }
+            Err(e) => return Err(e.context("taking the stack lock")),
+            Ok(None) => match read(&place).await? {
+                // Released between our write and our read: try again.
+                None => continue,
+                Some((old, old_etag)) if old.expired() => {
+                    if let Some(etag) = write(&place, &record, Some(&old_etag)).await? {
+                        eprintln!(
+                            "lock: took over the expired lock of {} (`{}` since {}, expired {})",
+                            old.holder, old.command, old.since, old.expires
+                        );
+                        break etag;
+                    }
+                }
+                Some((held, _)) => {
+                    return Err(Locked {
+                        record: held,
+                        plan: plan.to_string(),
+                    }
+                    .into())
+                }
+            },
+        }
+    };
+    let etag = Arc::new(Mutex::new(etag));
+    let renewer = tokio::spawn(renew(place.clone(), record, etag.clone(), stop));
+    Ok(Held {
+        place,
+        etag,
+        renewer,
+    })
+}
+
+/// Keeps the lock alive; if it was broken and taken by another run, stops this one.
+async fn renew(place: Place, mut record: Record, etag: Arc<Mutex<String>>, stop: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        record.expires = now_plus(TTL);
+        let current = etag.lock().unwrap().clone();
+        match write(&place, &record, Some(&current)).await {
+            Ok(Some(next)) => *etag.lock().unwrap() = next,
+            Ok(None) => {
+                eprintln!("lock: LOST: the stack lock was broken and taken by another run; no new step starts");
+                stop.store(true, Ordering::Relaxed);
+                return;
+            }
+            // A failed renewal is tried again; the lock lives on until it expires.
+            Err(e) => eprintln!("lock: renewing failed ({e:#}); trying again in a minute"),
+        }
+    }
+}
+
+impl Held {
+    /// Deletes the lock if it is still ours. (S3's conditional DeleteObject is not
+    /// everywhere yet: a HEAD with If-Match checks it is our version first.)
+    pub async fn release(self) {
+        self.renewer.abort();
+        let etag = self.etag.lock().unwrap().clone();
+        let place = &self.place;
+        let ours = place
+            .s3
+            .head_object()
+            .bucket(&place.bucket)
+            .key(&place.key)
+            .if_match(etag)
+            .send()
+            .await
+            .is_ok();
+        if !ours {
+            return;
+        }
+        let deleted = place
+            .s3
+            .delete_object()
+            .bucket(&place.bucket)
+            .key(&place.key)
+            .send()
+            .await
+            .map_err(api("DeleteObject"));
+        if let Err(e) = deleted {
+            eprintln!(
+                "lock: could not release s3://{}/{} ({e:#}); it expires by itself",
+                place.bucket, place.key
+            );
+        }
+    }
+}
+
+/// Breaks the stack's lock, whoever holds it; returns what it said.
+pub async fn break_lock(clients: &Clients, stack: &str) -> Result<Option<Record>> {
+    let place = place(clients, stack).await?;
+    let Some((record, _)) = read(&place).await? else {
+        return Ok(None);
+    };
+    place
+        .s3
+        .delete_object()
+        .bucket(&place.bucket)
+        .key(&place.key)
+        .send()
+        .await
+        .map_err(api("DeleteObject"))?;
+    Ok(Some(record))
+}

@@ -1,0 +1,225 @@
+//! One run per stack at a time: apply and destroy hold a lock object in S3; a second
+//! run is refused (exit 3) with the holder and since when; a crashed run's lock can be
+//! broken with `tsprov unlock` and expires by itself.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proxy::{self, Faults};
+use common::*;
+
+const LOCK_BUCKET: &str = "tsprov-locks-000000000000";
+
+const SMALL: &str = r#"
+[stack]
+name = "small"
+
+[regions.eu-west-1]
+azs = ["eu-west-1a", "eu-west-1b"]
+
+[vpc.main]
+cidr_block = "10.41.0.0/16"
+soc2_exceptions = { flow-logs = "short-lived test VPC with no traffic" }
+
+[subnet.app]
+per_az = true
+vpc = "vpc.main"
+cidr_block = { within = "vpc.main", newbits = 8, netnum = 0 }
+
+[internet_gateway.main]
+vpc = "vpc.main"
+"#;
+
+async fn lock_object(stack: &str) -> Option<serde_json::Value> {
+    let s3 = s3("us-east-1").await;
+    let out = s3
+        .get_object()
+        .bucket(LOCK_BUCKET)
+        .key(format!("{stack}.json"))
+        .send()
+        .await
+        .ok()?;
+    let bytes = out.body.collect().await.unwrap().into_bytes();
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
+
+async fn plant_lock(stack: &str, holder: &str, expires: &str) {
+    let s3 = s3("us-east-1").await;
+    let _ = s3.create_bucket().bucket(LOCK_BUCKET).send().await;
+    let record = serde_json::json!({
+        "stack": stack,
+        "holder": holder,
+        "command": "apply",
+        "since": "2026-12-04T08:00:00Z",
+        "expires": expires,
+    });
+    s3.put_object()
+        .bucket(LOCK_BUCKET)
+        .key(format!("{stack}.json"))
+        .body(serde_json::to_vec(&record).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_is_refused_while_the_first_holds_the_stack() {
+    require_localstack();
+    let stack = unique_stack("lock");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(&dir, "small.toml", SMALL);
+    // Every call 300 ms late: the first apply holds the lock for seconds.
+    let slow = proxy::start_faulty(
+        endpoint(),
+        Faults {
+            latency: Duration::from_millis(300),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let first = tokio::task::spawn_blocking({
+        let (url, plan, stack) = (slow.url.clone(), plan.clone(), stack.clone());
+        move || tsprov_via(&url, "apply", &plan, &stack, &["--auto-approve"], &[])
+    });
+    let mut held = None;
+    for _ in 0..100 {
+        held = lock_object(&stack).await;
+        if held.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let held = held.expect("the first apply takes the lock");
+    assert_eq!(held["command"], "apply");
+    assert!(held["holder"].as_str().unwrap().contains("pid "), "{held}");
+
+    let second = tsprov("apply", &plan, &stack, &["--auto-approve"]);
+    assert_eq!(second.code, 3, "{}\n{}", second.stdout, second.stderr);
+    for expected in [
+        format!("stack {stack} is locked by"),
+        "running `apply` since".to_string(),
+        held["since"].as_str().unwrap().to_string(),
+        format!("tsprov unlock {plan} --stack {stack}"),
+    ] {
+        assert!(
+            second.stderr.contains(&expected),
+            "missing {expected:?}:\n{}",
+            second.stderr
+        );
+    }
+    let destroy = tsprov("destroy", &plan, &stack, &["--auto-approve"]);
+    assert_eq!(
+        destroy.code, 3,
+        "destroy waits its turn too:\n{}",
+        destroy.stderr
+    );
+    // Reading needs no lock.
+    tsprov("plan", &plan, &stack, &[]).ok();
+
+    first.await.unwrap().ok();
+    assert!(lock_object(&stack).await.is_none(), "released when done");
+    tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
+    assert!(lock_object(&stack).await.is_none());
+    assert!(leftovers("eu-west-1", &stack).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn of_two_runs_started_together_exactly_one_applies() {
+    require_localstack();
+    let stack = unique_stack("race");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(&dir, "small.toml", SMALL);
+    let slow = proxy::start_faulty(
+        endpoint(),
+        Faults {
+            latency: Duration::from_millis(200),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, plan, stack) = (slow.url.clone(), plan.clone(), stack.clone());
+            tokio::task::spawn_blocking(move || {
+                tsprov_via(&url, "apply", &plan, &stack, &["--auto-approve"], &[])
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for r in runs {
+        codes.push(r.await.unwrap().code);
+    }
+    codes.sort();
+    assert_eq!(codes, vec![0, 3]);
+    assert_eq!(
+        tagged_addresses("eu-west-1", &stack).await,
+        vec![
+            "internet_gateway.main",
+            "subnet.app[0]",
+            "subnet.app[1]",
+            "vpc.main"
+        ]
+    );
+    tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
+    assert!(leftovers("eu-west-1", &stack).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashed_runs_lock_is_broken_explicitly_or_expires() {
+    require_localstack();
+    let stack = unique_stack("stale");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(&dir, "small.toml", SMALL);
+
+    // A run that died an hour ago, its lock still valid for a while.
+    plant_lock(
+        &stack,
+        "arn:aws:iam::000000000000:user/ghost (ghost@ci-7, pid 4242)",
+        "2099-01-01T00:00:00Z",
+    )
+    .await;
+    let refused = tsprov("apply", &plan, &stack, &["--auto-approve"]);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("ghost@ci-7, pid 4242"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("2026-12-04T08:00:00Z"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        leftovers("eu-west-1", &stack).await.is_empty(),
+        "a refused run changes nothing"
+    );
+
+    let unlock = tsprov("unlock", &plan, &stack, &[]).ok();
+    assert!(unlock.stdout.contains("ghost@ci-7"), "{}", unlock.stdout);
+    assert!(lock_object(&stack).await.is_none());
+    tsprov("apply", &plan, &stack, &["--auto-approve"]).ok();
+
+    // A lock past its expiry is taken over, and says so.
+    plant_lock(
+        &stack,
+        "arn:aws:iam::000000000000:user/ghost (ghost@ci-8, pid 77)",
+        "2026-01-01T00:00:00Z",
+    )
+    .await;
+    let destroy = tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
+    assert!(
+        destroy.stderr.contains("took over the expired lock of arn:aws:iam::000000000000:user/ghost (ghost@ci-8, pid 77)"),
+        "{}",
+        destroy.stderr
+    );
+    assert!(lock_object(&stack).await.is_none());
+    assert!(leftovers("eu-west-1", &stack).await.is_empty());
+    let unlock = tsprov("unlock", &plan, &stack, &[]).ok();
+    assert!(
+        unlock.stdout.contains("was not locked"),
+        "{}",
+        unlock.stdout
+    );
+}
