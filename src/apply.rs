@@ -51,6 +51,7 @@ struct Node<'a> {
 pub async fn run(
     cx: &Cx,
     desired: &[Resource],
+    planned: &[Resource],
     live: &[Live],
     changes: &[Change],
     max_in_flight: usize,
@@ -119,9 +120,9 @@ pub async fn run(
             }
         }
     }
-    for (&(kind, id), &d) in &deletes {
+    for (&(kind_name, id), &d) in &deletes {
         let Some(l) = graph[d].live else { continue };
-        let Some(kind) = kinds::by_name(kind) else {
+        let Some(kind) = kinds::by_name(kind_name) else {
             continue;
         };
         let mut refs = Vec::new();
@@ -130,9 +131,32 @@ pub async fn run(
                 field.ty.live_refs(v, &mut refs);
             }
         }
-        for (target_kinds, target_id) in refs.into_iter().filter(|(_, r)| *r != id) {
-            for target_kind in target_kinds {
+        for (target_kinds, target_id) in refs {
+            // Ids are unique only per kind: a cluster and its subnet group may share a name.
+            for target_kind in target_kinds
+                .iter()
+                .filter(|k| (**k, target_id) != (kind_name, id))
+            {
                 if let Some(&target) = deletes.get(&(*target_kind, target_id)) {
+                    graph.update_edge(d, target, ());
+                }
+            }
+        }
+    }
+
+    // What the live state cannot tell (AWS does not read back a replication group's subnet
+    // group), the plan can: a resource goes before what it depends on in the plan.
+    let mut deletes_by_address: HashMap<&Address, Vec<NodeIndex>> = HashMap::new();
+    for &d in deletes.values() {
+        deletes_by_address
+            .entry(&graph[d].change.address)
+            .or_default()
+            .push(d);
+    }
+    for r in planned {
+        for &d in deletes_by_address.get(&r.address).into_iter().flatten() {
+            for dep in r.dependencies() {
+                for &target in deletes_by_address.get(&dep).into_iter().flatten() {
                     graph.update_edge(d, target, ());
                 }
             }

@@ -196,7 +196,15 @@ async fn execute(session: &Session, auto_approve: bool, verb: &str) -> Result<Ex
         }
     });
     let runs = session.regions.iter().map(|r| async move {
-        let outcomes = crate::apply::run(&r.cx, &r.desired, &r.live, &r.changes, parallelism).await;
+        let outcomes = crate::apply::run(
+            &r.cx,
+            &r.desired,
+            &r.planned,
+            &r.live,
+            &r.changes,
+            parallelism,
+        )
+        .await;
         (r.cx.region.clone(), outcomes)
     });
     let results = futures::future::join_all(runs).await;
@@ -327,6 +335,8 @@ fn confirm(verb: &str) -> Result<bool> {
 struct RegionState {
     cx: Cx,
     desired: Vec<Resource>,
+    /// The plan's resources of the region, also in destroy: their dependencies order deletes.
+    planned: Vec<Resource>,
     live: Vec<Live>,
     changes: Vec<Change>,
 }
@@ -423,6 +433,7 @@ impl Session {
                 Ok::<_, anyhow::Error>(RegionState {
                     cx,
                     desired,
+                    planned: stack.regions[*region].clone(),
                     live,
                     changes,
                 })

@@ -358,6 +358,32 @@ impl Kind for ReplicationGroup {
             .try_collect()
             .await
             .map_err(api("DescribeReplicationGroups"))?;
+        // A group's subnet group and security groups live on its member clusters: one
+        // batched read, so that destroy knows to delete the group before them.
+        let clusters = cx
+            .aws
+            .elasticache
+            .describe_cache_clusters()
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(api("DescribeCacheClusters"))?;
+        let placement = |group: &str| {
+            clusters
+                .iter()
+                .find(|c| c.replication_group_id() == Some(group))
+                .map(|c| {
+                    let groups: Vec<Value> = c
+                        .security_groups()
+                        .iter()
+                        .filter_map(|g| g.security_group_id())
+                        .map(Value::str)
+                        .collect();
+                    (c.cache_subnet_group_name().map(Value::str), groups)
+                })
+        };
         let reads = groups
             .iter()
             .filter(|g| {
@@ -402,6 +428,14 @@ impl Kind for ReplicationGroup {
                 );
                 if let Some(key) = g.kms_key_id() {
                     attrs.insert("kms_key".into(), Value::str(key));
+                }
+                if let Some((subnet_group, security_groups)) =
+                    placement(g.replication_group_id().unwrap_or_default())
+                {
+                    if let Some(name) = subnet_group {
+                        attrs.insert("cache_subnet_group".into(), name);
+                    }
+                    attrs.insert("security_groups".into(), Value::List(security_groups));
                 }
                 let mut live =
                     Live::from_tags(g.replication_group_id().unwrap_or_default(), tags, attrs);
