@@ -17,9 +17,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::{api, error_code, Clients};
 
-/// How long a lock lives without renewal.
+/// How long a lock lives without renewal; `TSPROV_LOCK_TTL` (seconds) changes it.
+/// The holder renews it every tenth of that.
 pub const TTL: Duration = Duration::from_secs(600);
-const RENEW_EVERY: Duration = Duration::from_secs(60);
+
+fn ttl() -> Duration {
+    std::env::var("TSPROV_LOCK_TTL")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map_or(TTL, Duration::from_secs_f64)
+}
 /// The region of the lock bucket, whatever regions a run touches: one agreed place.
 pub const REGION: &str = "us-east-1";
 
@@ -35,6 +43,10 @@ pub struct Record {
 }
 
 impl Record {
+    /// The same run's lock (renewals change only `expires`).
+    fn is(&self, other: &Record) -> bool {
+        self.holder == other.holder && self.since == other.since && self.command == other.command
+    }
     fn expired(&self) -> bool {
         humantime::parse_rfc3339(&self.expires).map_or(true, |t| t < SystemTime::now())
     }
@@ -193,7 +205,7 @@ pub async fn take(
         holder: holder(&place.identity),
         command: command.to_string(),
         since: now_plus(Duration::ZERO),
-        expires: now_plus(TTL),
+        expires: now_plus(ttl()),
     };
     let mut bucket_made = false;
     let etag = loop {
@@ -208,6 +220,8 @@ pub async fn take(
             Ok(None) => match read(&place).await? {
                 // Released between our write and our read: try again.
                 None => continue,
+                // Ours: our write went through but its answer was lost, and the retry was refused.
+                Some((found, etag)) if found.is(&record) => break etag,
                 Some((old, old_etag)) if old.expired() => {
                     if let Some(etag) = write(&place, &record, Some(&old_etag)).await? {
                         eprintln!(
@@ -239,18 +253,23 @@ pub async fn take(
 /// Keeps the lock alive; if it was broken and taken by another run, stops this one.
 async fn renew(place: Place, mut record: Record, etag: Arc<Mutex<String>>, stop: Arc<AtomicBool>) {
     loop {
-        tokio::time::sleep(RENEW_EVERY).await;
-        record.expires = now_plus(TTL);
+        tokio::time::sleep(ttl() / 10).await;
+        record.expires = now_plus(ttl());
         let current = etag.lock().unwrap().clone();
         match write(&place, &record, Some(&current)).await {
             Ok(Some(next)) => *etag.lock().unwrap() = next,
-            Ok(None) => {
-                eprintln!("lock: LOST: the stack lock was broken and taken by another run; no new step starts");
-                stop.store(true, Ordering::Relaxed);
-                return;
-            }
+            Ok(None) => match read(&place).await {
+                // Our renewal went through but its answer was lost: carry on with its version.
+                Ok(Some((found, next))) if found.is(&record) => *etag.lock().unwrap() = next,
+                Err(e) => eprintln!("lock: checking the lock failed ({e:#}); trying again soon"),
+                Ok(_) => {
+                    eprintln!("lock: LOST: the stack lock was broken and taken by another run; no new step starts");
+                    stop.store(true, Ordering::Relaxed);
+                    return;
+                }
+            },
             // A failed renewal is tried again; the lock lives on until it expires.
-            Err(e) => eprintln!("lock: renewing failed ({e:#}); trying again in a minute"),
+            Err(e) => eprintln!("lock: renewing failed ({e:#}); trying again soon"),
         }
     }
 }

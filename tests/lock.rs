@@ -223,3 +223,68 @@ async fn a_crashed_runs_lock_is_broken_explicitly_or_expires() {
         unlock.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_holder_renews_its_lock_and_stops_when_the_lock_is_taken_from_it() {
+    require_localstack();
+    let stack = unique_stack("renew");
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{SMALL}\n[route_table.public]\nvpc = \"vpc.main\"\nsubnets = [\"subnet.app\"]\nroutes = [{{ destination = \"0.0.0.0/0\", gateway = \"internet_gateway.main\" }}]\n");
+    let plan = write_plan(&dir, "small.toml", &text);
+    // A second per call: the apply takes over ten.
+    let slow = proxy::start_faulty(
+        endpoint(),
+        Faults {
+            latency: Duration::from_millis(1000),
+            ..Faults::default()
+        },
+    )
+    .await;
+    // A 3 s lock, renewed every 0.3 s, on a run that takes longer than that.
+    let env = [("TSPROV_LOCK_TTL", "3")];
+    let first = tokio::task::spawn_blocking({
+        let (url, plan, stack) = (slow.url.clone(), plan.clone(), stack.clone());
+        move || tsprov_via(&url, "apply", &plan, &stack, &["--auto-approve"], &env)
+    });
+    let mut since = None;
+    for _ in 0..100 {
+        if let Some(lock) = lock_object(&stack).await {
+            since = Some(lock["since"].clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let since = since.expect("the first apply takes the lock");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Past its first expiry, the lock still holds: renewed.
+    let lock = lock_object(&stack).await.expect("still held");
+    assert_eq!(lock["since"], since);
+    let second = tsprov("apply", &plan, &stack, &["--auto-approve"]);
+    assert_eq!(second.code, 3, "{}", second.stderr);
+
+    // Someone breaks it and another run takes it: the first run notices and stops.
+    tsprov("unlock", &plan, &stack, &[]).ok();
+    plant_lock(
+        &stack,
+        "arn:aws:iam::000000000000:user/other (other@ci, pid 1)",
+        "2099-01-01T00:00:00Z",
+    )
+    .await;
+    let first = first.await.unwrap();
+    assert_eq!(first.code, 1, "{}\n{}", first.stdout, first.stderr);
+    assert!(first.stderr.contains("lock: LOST"), "{}", first.stderr);
+    assert!(
+        first.stdout.contains("not started: interrupted"),
+        "{}",
+        first.stdout
+    );
+    assert_eq!(
+        lock_object(&stack).await.unwrap()["holder"],
+        "arn:aws:iam::000000000000:user/other (other@ci, pid 1)",
+        "the other run's lock is left alone"
+    );
+
+    tsprov("unlock", &plan, &stack, &[]).ok();
+    tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
+    assert!(leftovers("eu-west-1", &stack).await.is_empty());
+}
