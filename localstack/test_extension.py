@@ -5,6 +5,7 @@ Run with the LocalStack venv's python while LocalStack listens on 127.0.0.1:4566
 """
 
 import unittest
+import uuid
 
 import boto3
 
@@ -98,10 +99,12 @@ class Mends(unittest.TestCase):
             ec2.delete_vpc(VpcId=vpc)
 
     def test_rds_managed_password_with_a_localstack_kms_key(self):
+        # Unique per run: the automated snapshot is named after the cluster and the minute.
+        name = f"tsprov-mend-kms-{uuid.uuid4().hex[:8]}"
         key = client("kms", "eu-west-3").create_key()["KeyMetadata"]["Arn"]
         rds = client("rds", "eu-west-3")
         cluster = rds.create_db_cluster(
-            DBClusterIdentifier="tsprov-mend-kms", Engine="aurora-postgresql", EngineVersion="16.4",
+            DBClusterIdentifier=name, Engine="aurora-postgresql", EngineVersion="16.4",
             MasterUsername="admin1", ManageMasterUserPassword=True, MasterUserSecretKmsKeyId=key,
             StorageEncrypted=True, KmsKeyId=key,
         )["DBCluster"]
@@ -109,7 +112,7 @@ class Mends(unittest.TestCase):
             self.assertEqual(cluster["MasterUserSecret"]["KmsKeyId"], key)
             self.assertNotIn("MasterUserPassword", cluster)
         finally:
-            rds.delete_db_cluster(DBClusterIdentifier="tsprov-mend-kms", SkipFinalSnapshot=True)
+            rds.delete_db_cluster(DBClusterIdentifier=name, SkipFinalSnapshot=True)
 
     def test_elasticache_replication_group_members_and_deletes(self):
         ec2 = client("ec2", "ap-southeast-1")
@@ -156,8 +159,10 @@ class Mends(unittest.TestCase):
         vpc = ec2.create_vpc(CidrBlock="10.98.0.0/16")["Vpc"]["VpcId"]
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.98.0.0/24")["Subnet"]["SubnetId"]
         nats = []
+        # Unique per run: deleted gateways of an earlier run stay listed for a while.
+        run = uuid.uuid4().hex[:8]
         try:
-            for stack in ("mend-a", "mend-b"):
+            for stack in (f"mend-a-{run}", f"mend-b-{run}"):
                 eip = ec2.allocate_address(Domain="vpc")["AllocationId"]
                 nat = ec2.create_nat_gateway(
                     SubnetId=subnet,
@@ -165,10 +170,12 @@ class Mends(unittest.TestCase):
                     TagSpecifications=[{"ResourceType": "natgateway", "Tags": [{"Key": "tsprov:stack", "Value": stack}]}],
                 )["NatGateway"]["NatGatewayId"]
                 nats.append((nat, eip))
-            found = ec2.describe_nat_gateways(Filters=[{"Name": "tag:tsprov:stack", "Values": ["mend-a"]}])["NatGateways"]
+            found = ec2.describe_nat_gateways(Filters=[{"Name": "tag:tsprov:stack", "Values": [f"mend-a-{run}"]}])["NatGateways"]
             self.assertEqual([n["NatGatewayId"] for n in found], [nats[0][0]])
             by_key = ec2.describe_nat_gateways(Filters=[{"Name": "tag-key", "Values": ["tsprov:stack"]}])["NatGateways"]
-            self.assertEqual(len(by_key), 2)
+            ours = [n for n in by_key if n["NatGatewayId"] in {nat for nat, _ in nats}]
+            self.assertEqual(len(ours), 2)
+            self.assertTrue(all(any(t["Key"] == "tsprov:stack" for t in n.get("Tags", [])) for n in by_key))
         finally:
             for nat, eip in nats:
                 ec2.delete_nat_gateway(NatGatewayId=nat)

@@ -34,16 +34,21 @@ PY
 
 # Reads AWS has no batch call for (one per resource): everything else is one paginated call per kind and region.
 per_resource='EC2:DescribeVpcAttribute KMS:DescribeKey KMS:GetKeyRotationStatus KMS:ListResourceTags IAM:ListRoleTags IAM:ListAttachedRolePolicies IAM:GetRolePolicy EKS:DescribeCluster EKS:DescribeNodegroup EKS:ListNodegroups S3:GetBucketTagging S3:GetBucketEncryption S3:GetBucketVersioning S3:GetPublicAccessBlock CloudWatch Logs:ListTagsForResource RDS:ListTagsForResource ElastiCache:ListTagsForResource'
-printf '%-6s %10s %11s %9s %13s %9s %10s %12s %12s\n' factor resources "plan calls" batched per-resource "plan s" "apply s" "plan RSS MB" "apply RSS MB"
+# CPU seconds LocalStack has used so far (it serves every call: its CPU bounds the wall time).
+ls_pid=$(cat localstack/.state/localstack.pid 2>/dev/null || echo "")
+ls_cpu() { [ -n "$ls_pid" ] && awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$ls_pid/stat" || echo 0; }
+printf '%-6s %10s %11s %9s %13s %9s %10s %12s %12s %12s %12s\n' factor resources "plan calls" batched per-resource "plan s" "apply s" "plan RSS MB" "apply RSS MB" "plan CPU s" "emulator CPU s"
 for f in "${factors[@]}"; do
   generate "$f"
   plan="$work/x$f.toml"; stack="scale$f-$(date +%s)"
   resources=$(./target/debug/tsprov validate "$plan" | grep -oE '[0-9]+ resources' | grep -oE '[0-9]+')
-  run() { /usr/bin/time -f '%e %M' -o "$work/time" ./target/debug/tsprov "$@" --endpoint-url "$endpoint" --stack "$stack" > "$work/out" 2>/dev/null || true; }
+  run() { /usr/bin/time -f '%e %M %U %S' -o "$work/time" ./target/debug/tsprov "$@" --endpoint-url "$endpoint" --stack "$stack" > "$work/out" 2>/dev/null || true; }
   run apply "$plan" --auto-approve
-  read -r apply_s apply_kb < "$work/time"
+  read -r apply_s apply_kb _ _ < "$work/time"
+  ls_before=$(ls_cpu)
   run plan "$plan" --json --detailed-exitcode
-  read -r plan_s plan_kb < "$work/time"
+  ls_after=$(ls_cpu)
+  read -r plan_s plan_kb plan_user plan_sys < "$work/time"
   read -r calls batched single < <(PER_RESOURCE="$per_resource" python3 -c '
 import json, os, sys
 d = json.load(open(sys.argv[1])); s = d["summary"]
@@ -52,6 +57,7 @@ per = set(os.environ["PER_RESOURCE"].replace("CloudWatch Logs", "CloudWatch_Logs
 ops = {k.replace("CloudWatch Logs", "CloudWatch_Logs"): v for k, v in d["api_calls_by_operation"].items()}
 single = sum(v for k, v in ops.items() if k in per)
 print(d["api_calls"], d["api_calls"] - single, single)' "$work/out")
-  printf '%-6s %10s %11s %9s %13s %9s %10s %12s %12s\n' "${f}x" "$resources" "$calls" "$batched" "$single" "$plan_s" "$apply_s" "$((plan_kb / 1024))" "$((apply_kb / 1024))"
+  printf '%-6s %10s %11s %9s %13s %9s %10s %12s %12s %12s %12s\n' "${f}x" "$resources" "$calls" "$batched" "$single" "$plan_s" "$apply_s" "$((plan_kb / 1024))" "$((apply_kb / 1024))" \
+    "$(awk -v u="$plan_user" -v s="$plan_sys" 'BEGIN{printf "%.1f", u+s}')" "$(awk -v a="$ls_before" -v b="$ls_after" 'BEGIN{printf "%.1f", b-a}')"
   ./target/debug/tsprov destroy "$plan" --auto-approve "${allow[@]}" $(grep -oE '^\[s3_bucket\.[a-z0-9_-]+' "$plan" | sed 's/^\[/--allow-destroy /') --endpoint-url "$endpoint" --stack "$stack" > /dev/null 2>&1 || echo "destroy of $stack failed" >&2
 done
