@@ -368,6 +368,11 @@ async fn create_exactly_once(cx: &Cx, kind: &dyn Kind, want: &Desired) -> anyhow
             Ok(created) => return Ok(created),
             Err(e) => e,
         };
+        // Only an AWS call's failure leaves it open whether the create happened; a waiter
+        // that timed out or was interrupted knows it did, and that it is not ready.
+        if cx.progress.stopped() || !aws::is_api_error(&failure) {
+            return Err(failure);
+        }
         if aws::is_quota(&failure) {
             return Err(failure.context(
                 "an AWS service quota is reached; not retried, as waiting does not help: \
@@ -406,7 +411,7 @@ async fn create_exactly_once(cx: &Cx, kind: &dyn Kind, want: &Desired) -> anyhow
             return Ok(adopted.clone());
         }
         let may_pass = aws::is_transient(&failure) || aws::is_not_found(&failure);
-        if !may_pass || attempt >= CREATE_ATTEMPTS || cx.progress.stopped() {
+        if !may_pass || attempt >= CREATE_ATTEMPTS {
             return Err(failure);
         }
         tokio::time::sleep(delay).await;

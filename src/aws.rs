@@ -228,6 +228,11 @@ fn api_error(e: &anyhow::Error) -> Option<&ApiError> {
     e.chain().find_map(|c| c.downcast_ref::<ApiError>())
 }
 
+/// Whether an AWS call failed (rather than a waiter or a check of tsprov's own).
+pub fn is_api_error(e: &anyhow::Error) -> bool {
+    api_error(e).is_some()
+}
+
 /// Whether trying again may work (throttling, 5xx, timeouts, dropped connections).
 pub fn is_transient(e: &anyhow::Error) -> bool {
     api_error(e).is_some_and(|a| a.transient)

@@ -727,7 +727,7 @@ enabled_log_types = ["api", "audit", "authenticator", "controllerManager", "sche
     let plan = write_plan(&dir, "eks.toml", text);
     // The proxy keeps every cluster CREATING, as real EKS does for ten minutes or more.
     let hold: proxy::Rewrite = std::sync::Arc::new(|op: &str, body: String| {
-        if op == "?" && body.contains("\"cluster\"") {
+        if op.starts_with("GET /clusters/") && body.contains("\"cluster\"") {
             body.replace("\"status\": \"ACTIVE\"", "\"status\": \"CREATING\"")
                 .replace("\"status\":\"ACTIVE\"", "\"status\":\"CREATING\"")
         } else {
