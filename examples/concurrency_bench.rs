@@ -29,9 +29,12 @@ const ALLOW: [&str; 8] = [
 
 fn tsprov(url: &str, args: &[&str]) -> (f64, String) {
     let start = Instant::now();
-    let out = Command::new(TSPROV)
-        .args(args)
-        .args(["--endpoint-url", url])
+    let mut command = Command::new(TSPROV);
+    command.args(args);
+    if !url.is_empty() {
+        command.args(["--endpoint-url", url]);
+    }
+    let out = command
         .output()
         .expect("run target/debug/tsprov (cargo build first)");
     let text = format!(
@@ -41,6 +44,32 @@ fn tsprov(url: &str, args: &[&str]) -> (f64, String) {
     );
     assert!(out.status.success(), "tsprov {args:?} failed:\n{text}");
     (start.elapsed().as_secs_f64(), text)
+}
+
+/// CPU seconds the emulator (LocalStack) has used so far: it serves every call, so
+/// when it is busy, regions wait for it rather than for each other.
+fn emulator_cpu() -> f64 {
+    let Ok(pid) = std::fs::read_to_string("localstack/.state/localstack.pid") else {
+        return 0.0;
+    };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    ticks / 100.0
 }
 
 /// "apply complete in 12.3s": the execution phase, after the live state was read.
@@ -179,7 +208,9 @@ async fn main() {
             for r in &regions {
                 args.extend(["--region", r]);
             }
+            let cpu = emulator_cpu();
             let (wall, out) = tsprov(&url, &args);
+            let cpu = emulator_cpu() - cpu;
             let mut destroy = vec![
                 "destroy",
                 plan.as_str(),
@@ -189,32 +220,33 @@ async fn main() {
             ];
             destroy.extend(ALLOW);
             tsprov(&url, &destroy);
-            (wall, out)
+            (wall, out, cpu)
         })
     };
     println!("every AWS call +{latency} ms; the reference platform (48 resources per region)");
-    let (one_wall, one_out) = run(format!("conc1-{stamp}"), vec!["us-east-1"])
+    let (one_wall, one_out, one_cpu) = run(format!("conc1-{stamp}"), vec!["us-east-1"])
         .await
         .unwrap();
-    let (three_wall, three_out) = run(format!("conc3-{stamp}"), vec![]).await.unwrap();
+    let (three_wall, three_out, three_cpu) = run(format!("conc3-{stamp}"), vec![]).await.unwrap();
     let (one_exec, three_exec) = (execution_seconds(&one_out), execution_seconds(&three_out));
     println!();
-    println!("{:<28} {:>10} {:>12}", "apply", "wall s", "execution s");
+    let row = |what: &str, wall: f64, exec: f64, cpu: f64| {
+        println!("{what:<28} {wall:>10.1} {exec:>12.1} {cpu:>15.1}")
+    };
     println!(
-        "{:<28} {:>10.1} {:>12.1}",
-        "1 region (us-east-1)", one_wall, one_exec
+        "{:<28} {:>10} {:>12} {:>15}",
+        "apply", "wall s", "execution s", "emulator CPU s"
     );
+    row("1 region (us-east-1)", one_wall, one_exec, one_cpu);
+    row("3 regions", three_wall, three_exec, three_cpu);
     println!(
-        "{:<28} {:>10.1} {:>12.1}",
-        "3 regions", three_wall, three_exec
-    );
-    println!(
-        "3 regions / 1 region: {:.2}x wall, {:.2}x execution",
+        "3 regions / 1 region: {:.2}x wall, {:.2}x execution (one region after the other: {:.1} s)",
         three_wall / one_wall,
-        three_exec / one_exec
+        three_exec / one_exec,
+        3.0 * one_exec
     );
 
-    let (_, dot) = tsprov(&url, &["graph", plan.as_str()]);
+    let (_, dot) = tsprov("", &["graph", plan.as_str()]);
     let graph = edges(&dot);
     let steps = step_seconds(&three_out);
     println!();
