@@ -134,6 +134,18 @@ async fn write(place: &Place, record: &Record, if_match: Option<&str>) -> Result
     }
 }
 
+async fn delete(place: &Place) -> Result<()> {
+    place
+        .s3
+        .delete_object()
+        .bucket(&place.bucket)
+        .key(&place.key)
+        .send()
+        .await
+        .map_err(api("DeleteObject"))?;
+    Ok(())
+}
+
 /// The lock as it is now, with its version; `None` when there is none.
 async fn read(place: &Place) -> Result<Option<(Record, String)>> {
     match place
@@ -293,15 +305,7 @@ impl Held {
         if !ours {
             return;
         }
-        let deleted = place
-            .s3
-            .delete_object()
-            .bucket(&place.bucket)
-            .key(&place.key)
-            .send()
-            .await
-            .map_err(api("DeleteObject"));
-        if let Err(e) = deleted {
+        if let Err(e) = delete(place).await {
             eprintln!(
                 "lock: could not release s3://{}/{} ({e:#}); it expires by itself",
                 place.bucket, place.key
@@ -316,13 +320,6 @@ pub async fn break_lock(clients: &Clients, stack: &str) -> Result<Option<Record>
     let Some((record, _)) = read(&place).await? else {
         return Ok(None);
     };
-    place
-        .s3
-        .delete_object()
-        .bucket(&place.bucket)
-        .key(&place.key)
-        .send()
-        .await
-        .map_err(api("DeleteObject"))?;
+    delete(&place).await?;
     Ok(Some(record))
 }

@@ -8,29 +8,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::proxy::{self, Faults};
 use common::*;
-
-/// The addresses a plan would create, per region, without the rule sets (they carry no tags).
-fn planned_addresses(plan: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
-    let mut out = BTreeMap::new();
-    for region in plan["regions"].as_array().unwrap() {
-        let mut addresses: Vec<String> = region["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["action"] == "create")
-            .map(|c| c["address"].as_str().unwrap().to_string())
-            .filter(|a| !a.starts_with("security_group_rules."))
-            .collect();
-        addresses.sort();
-        out.insert(region["region"].as_str().unwrap().to_string(), addresses);
-    }
-    out
-}
 
 fn seed() -> u64 {
     std::env::var("TSPROV_FAULT_SEED")

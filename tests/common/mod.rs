@@ -733,3 +733,24 @@ pub async fn tagged_addresses(region: &str, stack: &str) -> Vec<String> {
     out.sort();
     out
 }
+
+/// The addresses a plan (`plan --json` from empty) would create, per region, without the
+/// rule sets (they carry no tags of their own).
+pub fn planned_addresses(
+    plan: &serde_json::Value,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for region in plan["regions"].as_array().unwrap() {
+        let mut addresses: Vec<String> = region["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["action"] == "create")
+            .map(|c| c["address"].as_str().unwrap().to_string())
+            .filter(|a| !a.starts_with("security_group_rules."))
+            .collect();
+        addresses.sort();
+        out.insert(region["region"].as_str().unwrap().to_string(), addresses);
+    }
+    out
+}
