@@ -1,10 +1,11 @@
 //! One run per stack at a time. apply and destroy hold a lock object in S3,
 //! `s3://tsprov-locks-<account>/<stack>.json` in us-east-1, written with a
 //! conditional PUT (`If-None-Match: *`): of two runs, S3 lets exactly one write it.
-//! The object names the holder and since when; the holder renews it every minute
-//! (`If-Match` its own version, so a lock broken and taken by another run is noticed)
-//! and deletes it when done. A lock not renewed for [`TTL`] (its run crashed, its
-//! laptop slept) has expired: the next run takes it over. `tsprov unlock` breaks one
+//! The object names the holder and since when; the holder renews it every tenth of
+//! its lifetime, a minute by default (`If-Match` its own version, so a lock broken and
+//! taken by another run is noticed), and deletes it when done. A lock not renewed for
+//! [`TTL`], 10 minutes (its run crashed, its laptop slept), has expired: the next run
+//! takes it over. `tsprov unlock` breaks one
 //! at once. No state lives anywhere else.
 
 use std::sync::atomic::{AtomicBool, Ordering};
