@@ -355,3 +355,51 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(code: Option<&str>, transient: bool) -> anyhow::Error {
+        anyhow::Error::new(ApiError {
+            operation: "CreateVpc",
+            code: code.map(str::to_string),
+            detail: "x".into(),
+            transient,
+        })
+        .context("vpc.main")
+    }
+
+    #[test]
+    fn quotas_are_not_throttling() {
+        for code in [
+            "VpcLimitExceeded",
+            "AddressLimitExceeded",
+            "LimitExceededException",
+            "LimitExceeded",
+            "ResourceLimitExceededException",
+            "TooManyBuckets",
+            "ServiceQuotaExceededException",
+        ] {
+            assert!(is_quota(&failed(Some(code), false)), "{code}");
+        }
+        for code in [
+            "RequestLimitExceeded",
+            "Throttling",
+            "SlowDown",
+            "BandwidthLimitExceeded",
+        ] {
+            assert!(!is_quota(&failed(Some(code), true)), "{code}");
+        }
+    }
+
+    #[test]
+    fn classification_reads_through_context() {
+        let e = failed(Some("InvalidVpcID.NotFound"), false);
+        assert!(is_api_error(&e) && is_not_found(&e) && !is_transient(&e));
+        assert!(is_transient(&failed(None, true)));
+        assert!(is_not_found(&failed(Some("NatGatewayNotFound"), false)));
+        let waiter = anyhow::anyhow!("timed out after 600s waiting for nat_gateway.main");
+        assert!(!is_api_error(&waiter) && !is_transient(&waiter));
+    }
+}

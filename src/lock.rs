@@ -324,3 +324,43 @@ pub async fn break_lock(clients: &Clients, stack: &str) -> Result<Option<Record>
     delete(&place).await?;
     Ok(Some(record))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(holder: &str, since: &str, expires: &str) -> Record {
+        Record {
+            stack: "s".into(),
+            holder: holder.into(),
+            command: "apply".into(),
+            since: since.into(),
+            expires: expires.into(),
+        }
+    }
+
+    #[test]
+    fn expiry_and_ownership() {
+        assert!(record("a", "2026-01-01T00:00:00Z", "2026-01-01T00:10:00Z").expired());
+        assert!(!record("a", "2026-01-01T00:00:00Z", "2099-01-01T00:00:00Z").expired());
+        // Unreadable: treated as expired, so a mangled lock never blocks for ever.
+        assert!(record("a", "x", "not a time").expired());
+        let mine = record(
+            "a (u@h, pid 1)",
+            "2026-12-04T00:00:00Z",
+            "2026-12-04T00:10:00Z",
+        );
+        let renewed = record(
+            "a (u@h, pid 1)",
+            "2026-12-04T00:00:00Z",
+            "2026-12-04T00:11:00Z",
+        );
+        let other = record(
+            "a (u@h, pid 2)",
+            "2026-12-04T00:00:00Z",
+            "2026-12-04T00:10:00Z",
+        );
+        assert!(mine.is(&renewed));
+        assert!(!mine.is(&other));
+    }
+}
