@@ -62,6 +62,8 @@ pub struct Locked {
 }
 
 pub struct Held {
+    /// Set once changes start: from then on Ctrl-C lets the calls in flight finish.
+    changing: Arc<AtomicBool>,
     place: Place,
     etag: Arc<Mutex<String>>,
     renewer: tokio::task::JoinHandle<()>,
@@ -256,11 +258,53 @@ pub async fn take(
     };
     let etag = Arc::new(Mutex::new(etag));
     let renewer = tokio::spawn(renew(place.clone(), record, etag.clone(), stop));
+    let changing = Arc::new(AtomicBool::new(false));
+    tokio::spawn(release_on_interrupt(
+        place.clone(),
+        etag.clone(),
+        changing.clone(),
+    ));
     Ok(Held {
         place,
         etag,
         renewer,
+        changing,
     })
+}
+
+/// Ctrl-C before any change (while reading, or at the confirmation prompt) quits at
+/// once and frees the stack; once changes run, apply's own handler lets them finish.
+async fn release_on_interrupt(place: Place, etag: Arc<Mutex<String>>, changing: Arc<AtomicBool>) {
+    while tokio::signal::ctrl_c().await.is_ok() {
+        if changing.load(Ordering::Relaxed) {
+            continue;
+        }
+        eprintln!("interrupt: nothing was changed; releasing the stack lock");
+        let etag = etag.lock().unwrap().clone();
+        release_if_ours(&place, &etag).await;
+        std::process::exit(130);
+    }
+}
+
+async fn release_if_ours(place: &Place, etag: &str) {
+    let ours = place
+        .s3
+        .head_object()
+        .bucket(&place.bucket)
+        .key(&place.key)
+        .if_match(etag)
+        .send()
+        .await
+        .is_ok();
+    if !ours {
+        return;
+    }
+    if let Err(e) = delete(place).await {
+        eprintln!(
+            "lock: could not release s3://{}/{} ({e:#}); it expires by itself",
+            place.bucket, place.key
+        );
+    }
 }
 
 /// Keeps the lock alive; if it was broken and taken by another run, stops this one.
@@ -288,30 +332,16 @@ async fn renew(place: Place, mut record: Record, etag: Arc<Mutex<String>>, stop:
 }
 
 impl Held {
+    pub fn changes_start(&self) {
+        self.changing.store(true, Ordering::Relaxed);
+    }
+
     /// Deletes the lock if it is still ours. (S3's conditional DeleteObject is not
     /// everywhere yet: a HEAD with If-Match checks it is our version first.)
     pub async fn release(self) {
         self.renewer.abort();
         let etag = self.etag.lock().unwrap().clone();
-        let place = &self.place;
-        let ours = place
-            .s3
-            .head_object()
-            .bucket(&place.bucket)
-            .key(&place.key)
-            .if_match(etag)
-            .send()
-            .await
-            .is_ok();
-        if !ours {
-            return;
-        }
-        if let Err(e) = delete(place).await {
-            eprintln!(
-                "lock: could not release s3://{}/{} ({e:#}); it expires by itself",
-                place.bucket, place.key
-            );
-        }
+        release_if_ours(&self.place, &etag).await;
     }
 }
 

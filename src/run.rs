@@ -184,6 +184,9 @@ async fn execute(session: &Session, auto_approve: bool, verb: &str) -> Result<Ex
     }
     let start = Instant::now();
     let parallelism = session.parallelism;
+    if let Some(lock) = &session.lock {
+        lock.changes_start();
+    }
     // Ctrl-C: start nothing new, let the calls in flight finish, then report what was done.
     let stop = session.stop.clone();
     tokio::spawn(async move {
@@ -191,6 +194,7 @@ async fn execute(session: &Session, auto_approve: bool, verb: &str) -> Result<Ex
             eprintln!("interrupt: no new step starts; waiting for the calls in flight (Ctrl-C again to quit at once)");
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupt: quitting now; the stack's lock stays until it expires (10 min) or `tsprov unlock`");
                 std::process::exit(130);
             }
         }

@@ -288,3 +288,67 @@ async fn the_holder_renews_its_lock_and_stops_when_the_lock_is_taken_from_it() {
     tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
     assert!(leftovers("eu-west-1", &stack).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_at_the_prompt_changes_nothing_and_frees_the_stack() {
+    require_localstack();
+    let stack = unique_stack("prompt");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(&dir, "small.toml", SMALL);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tsprov"))
+        .args([
+            "apply",
+            &plan,
+            "--stack",
+            &stack,
+            "--endpoint-url",
+            &endpoint(),
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the question (stderr), then answer it with Ctrl-C.
+    let mut stderr = child.stderr.take().unwrap();
+    let question = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while stderr.read(&mut byte).unwrap_or(0) == 1 {
+            seen.push(byte[0]);
+            if String::from_utf8_lossy(&seen).contains("Only 'yes' is accepted") {
+                break;
+            }
+        }
+        (stderr, String::from_utf8_lossy(&seen).into_owned())
+    });
+    let (mut stderr, asked) = tokio::time::timeout(Duration::from_secs(30), question)
+        .await
+        .expect("the prompt within 30 s")
+        .unwrap();
+    assert!(
+        lock_object(&stack).await.is_some(),
+        "held while asking: {asked}"
+    );
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(
+        rest.contains("nothing was changed; releasing the stack lock"),
+        "{rest}"
+    );
+    assert!(
+        lock_object(&stack).await.is_none(),
+        "the stack is free again"
+    );
+    assert!(leftovers("eu-west-1", &stack).await.is_empty());
+}
