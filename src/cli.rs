@@ -107,6 +107,10 @@ pub struct Common {
     /// Steps in flight at once per region.
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,
+    /// apply/destroy: when another run holds the stack, wait up to DURATION (e.g. 10m)
+    /// for it to finish instead of failing at once.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "0s")]
+    pub lock_timeout: std::time::Duration,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]

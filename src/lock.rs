@@ -205,9 +205,44 @@ async fn make_bucket(place: &Place) -> Result<()> {
     Ok(())
 }
 
-/// Takes the stack's lock for `command`, or fails with [`Locked`] naming its holder.
-/// `stop` is set if the lock is lost while held (broken by someone else).
+/// Takes the stack's lock for `command`, waiting up to `wait` while another run holds
+/// it, or fails with [`Locked`] naming the holder. `stop` is set if the lock is lost
+/// while held (broken by someone else).
 pub async fn take(
+    clients: &Clients,
+    stack: &str,
+    command: &str,
+    plan: &str,
+    wait: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<Held> {
+    let start = std::time::Instant::now();
+    let mut last_holder = String::new();
+    loop {
+        match try_take(clients, stack, command, plan, stop.clone()).await {
+            Err(e) if start.elapsed() < wait => {
+                let Some(locked) = e.downcast_ref::<Locked>() else {
+                    return Err(e);
+                };
+                if locked.record.holder != last_holder {
+                    last_holder = locked.record.holder.clone();
+                    eprintln!(
+                        "lock: stack {stack} is held by {} (`{}` since {}); waiting up to {}",
+                        locked.record.holder,
+                        locked.record.command,
+                        locked.record.since,
+                        humantime::format_duration(wait)
+                    );
+                }
+                let left = wait.saturating_sub(start.elapsed());
+                tokio::time::sleep(left.min(Duration::from_secs(2))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_take(
     clients: &Clients,
     stack: &str,
     command: &str,

@@ -393,7 +393,8 @@ impl Session {
                     aws::clients(lock::REGION, common.endpoint_url.as_deref(), calls.clone()).await;
                 let command = if destroy { "destroy" } else { "apply" };
                 let plan = common.plan.display().to_string();
-                Some(lock::take(&clients, &stack.name, command, &plan, stop.clone()).await?)
+                let wait = common.lock_timeout;
+                Some(lock::take(&clients, &stack.name, command, &plan, wait, stop.clone()).await?)
             }
             _ => None,
         };

@@ -352,3 +352,53 @@ async fn ctrl_c_at_the_prompt_changes_nothing_and_frees_the_stack() {
     );
     assert!(leftovers("eu-west-1", &stack).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_lock_timeout_a_run_waits_for_the_holder() {
+    require_localstack();
+    let stack = unique_stack("wait");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(&dir, "small.toml", SMALL);
+    plant_lock(
+        &stack,
+        "arn:aws:iam::000000000000:user/slow (slow@ci, pid 9)",
+        "2099-01-01T00:00:00Z",
+    )
+    .await;
+
+    // Still held when the wait is over: refused as without it, after the wait.
+    let started = std::time::Instant::now();
+    let refused = tsprov(
+        "apply",
+        &plan,
+        &stack,
+        &["--auto-approve", "--lock-timeout", "2s"],
+    );
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(refused.stderr.contains("is held by arn:aws:iam::000000000000:user/slow (slow@ci, pid 9) (`apply` since 2026-12-04T08:00:00Z); waiting up to 2s"), "{}", refused.stderr);
+
+    // Freed while it waits: the run goes on.
+    let waiting = tokio::task::spawn_blocking({
+        let (plan, stack) = (plan.clone(), stack.clone());
+        move || {
+            tsprov(
+                "apply",
+                &plan,
+                &stack,
+                &["--auto-approve", "--lock-timeout", "1m"],
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tsprov("unlock", &plan, &stack, &[]).ok();
+    let applied = waiting.await.unwrap().ok();
+    assert!(
+        applied.stdout.contains("apply complete"),
+        "{}",
+        applied.stdout
+    );
+    tsprov("destroy", &plan, &stack, &["--auto-approve"]).ok();
+    assert!(leftovers("eu-west-1", &stack).await.is_empty());
+    assert!(lock_object(&stack).await.is_none());
+}
