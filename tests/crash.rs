@@ -165,16 +165,5 @@ async fn killed_at_random_moments_the_next_run_converges_without_duplicates_or_l
     let mut args = vec!["--auto-approve"];
     args.extend_from_slice(ALLOW_DATA_LOSS);
     tsprov("destroy", &plan, &stack, &args).ok();
-    for region in REGIONS {
-        assert_eq!(
-            leftovers(region, &stack).await,
-            Vec::<String>::new(),
-            "{region}"
-        );
-        assert_eq!(
-            tagged_addresses(region, &stack).await,
-            Vec::<String>::new(),
-            "{region}"
-        );
-    }
+    assert_nothing_left(&stack).await;
 }

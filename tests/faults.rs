@@ -92,18 +92,7 @@ async fn the_platform_converges_under_a_fifth_of_calls_faulted() {
         "destroy under faults:\n{}\n{}",
         destroy.stdout, destroy.stderr
     );
-    for region in REGIONS {
-        assert_eq!(
-            leftovers(region, &stack).await,
-            Vec::<String>::new(),
-            "{region}"
-        );
-        assert_eq!(
-            tagged_addresses(region, &stack).await,
-            Vec::<String>::new(),
-            "{region}"
-        );
-    }
+    assert_nothing_left(&stack).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -754,3 +754,19 @@ pub fn planned_addresses(
     }
     out
 }
+
+/// Nothing of the stack in any region: by the leftover reads, and by address tags.
+pub async fn assert_nothing_left(stack: &str) {
+    for region in REGIONS {
+        assert_eq!(
+            leftovers(region, stack).await,
+            Vec::<String>::new(),
+            "{region}"
+        );
+        assert_eq!(
+            tagged_addresses(region, stack).await,
+            Vec::<String>::new(),
+            "{region}"
+        );
+    }
+}
