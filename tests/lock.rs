@@ -312,6 +312,8 @@ async fn ctrl_c_at_the_prompt_changes_nothing_and_frees_the_stack() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Kept open: `wait` would close it, and end of input answers "no".
+    let stdin = child.stdin.take().unwrap();
     // Wait for the question (stderr), then answer it with Ctrl-C.
     let mut stderr = child.stderr.take().unwrap();
     let question = tokio::task::spawn_blocking(move || {
@@ -339,6 +341,7 @@ async fn ctrl_c_at_the_prompt_changes_nothing_and_frees_the_stack() {
         .status()
         .unwrap();
     let status = child.wait().unwrap();
+    drop(stdin);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
     assert_eq!(status.code(), Some(130), "{rest}");
