@@ -195,6 +195,10 @@ class Mends(unittest.TestCase):
             nat = first["NatGateway"]["NatGatewayId"]
             self.assertEqual(again["NatGateway"]["NatGatewayId"], nat)
             ec2.delete_nat_gateway(NatGatewayId=nat)
+            # Its address is free again: a new gateway may use it.
+            renewed = ec2.create_nat_gateway(SubnetId=subnet, AllocationId=eip, ClientToken="mend-token-2")
+            self.assertNotEqual(renewed["NatGateway"]["NatGatewayId"], nat)
+            ec2.delete_nat_gateway(NatGatewayId=renewed["NatGateway"]["NatGatewayId"])
         finally:
             ec2.release_address(AllocationId=eip)
             ec2.delete_subnet(SubnetId=subnet)

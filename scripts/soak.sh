@@ -22,7 +22,7 @@ done
 for run in $(seq 1 "$crash_runs"); do
   log=$(mktemp)
   if TSPROV_CRASH_TRIALS="$crash_trials" cargo test -q --test crash -- --nocapture >"$log" 2>&1; then
-    echo "crash run $run: $(grep -c 'killed after' "$log") of $crash_trials runs killed mid-way; converged ($(grep '^crash seed' "$log"))"
+    echo "crash run $run: $(grep -c "killed after" "$log") SIGKILLs in $(grep -c "^trial" "$log") runs; converged ($(grep "^crash seed" "$log"))"
   else
     failed=$((failed + 1)); echo "crash run $run FAILED (log: $log)"; grep -E "^crash seed|panicked" "$log" || true
   fi

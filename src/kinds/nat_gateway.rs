@@ -96,36 +96,46 @@ impl Kind for NatGateway {
     }
 
     async fn create(&self, cx: &Cx, want: &Desired) -> Result<Live> {
-        // Same stack, address and inputs -> same token: AWS returns the gateway of the first attempt.
-        let token = format!(
-            "tsprov-{:016x}",
-            fnv(format!(
-                "{}/{}/{}/{}/{}",
-                cx.stack,
-                cx.region,
-                want.address,
-                want.str("subnet"),
-                want.str("eip")
-            )
-            .as_bytes())
+        // Same stack, address and inputs -> same token: AWS returns the gateway of the first
+        // attempt. If that gateway has since been deleted (a destroy cut short, then apply),
+        // the token is salted with its id: still the same for every retry of this create.
+        let mut seed = format!(
+            "{}/{}/{}/{}/{}",
+            cx.stack,
+            cx.region,
+            want.address,
+            want.str("subnet"),
+            want.str("eip")
         );
-        let mut call = cx
-            .aws
-            .ec2
-            .create_nat_gateway()
-            .subnet_id(want.str("subnet"))
-            .connectivity_type(ConnectivityType::from(want.str("connectivity_type")))
-            .client_token(token)
-            .tag_specifications(tag_spec(ResourceType::Natgateway, &want.tags));
-        if want.str("connectivity_type") == "public" {
-            call = call.allocation_id(want.str("eip"));
+        let mut id = String::new();
+        for _ in 0..3 {
+            let token = format!("tsprov-{:016x}", fnv(seed.as_bytes()));
+            let mut call = cx
+                .aws
+                .ec2
+                .create_nat_gateway()
+                .subnet_id(want.str("subnet"))
+                .connectivity_type(ConnectivityType::from(want.str("connectivity_type")))
+                .client_token(token)
+                .tag_specifications(tag_spec(ResourceType::Natgateway, &want.tags));
+            if want.str("connectivity_type") == "public" {
+                call = call.allocation_id(want.str("eip"));
+            }
+            let out = call.send().await.map_err(api("CreateNatGateway"))?;
+            let nat = out.nat_gateway();
+            id = nat
+                .and_then(|n| n.nat_gateway_id())
+                .unwrap_or_default()
+                .to_string();
+            let gone = matches!(
+                nat.and_then(|n| n.state()),
+                Some(NatGatewayState::Deleting | NatGatewayState::Deleted)
+            );
+            if !gone {
+                break;
+            }
+            seed = format!("{seed}/{id}");
         }
-        let out = call.send().await.map_err(api("CreateNatGateway"))?;
-        let id = out
-            .nat_gateway()
-            .and_then(|n| n.nat_gateway_id())
-            .unwrap_or_default()
-            .to_string();
         let what = format!("{} {id} to become available", want.address);
         wait_until(
             &what,

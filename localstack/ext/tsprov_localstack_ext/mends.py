@@ -185,3 +185,27 @@ def mend_nat_gateway_client_token():
 
     create_nat_gateway._tsprov_mended = True
     NatGateways.create_nat_gateway = create_nat_gateway
+
+
+@hooks.on_infra_start()
+def mend_nat_gateway_delete_frees_its_address():
+    """DeleteNatGateway left the Elastic IP associated, so no new gateway could use it
+    (Resource.AlreadyAssociated). AWS: deleting a NAT gateway disassociates its Elastic
+    IP address but does not release it."""
+    from moto.ec2.models.nat_gateways import NatGatewayBackend
+
+    original = NatGatewayBackend.delete_nat_gateway
+    if getattr(original, "_tsprov_mended", False):
+        return
+
+    def delete_nat_gateway(self, nat_gateway_id):
+        nat = original(self, nat_gateway_id)
+        for address in nat.address_set:
+            allocation = address.get("allocationId")
+            eips = self.address_by_allocation([allocation]) if allocation else []
+            if eips and eips[0].eni is nat._eni:
+                self.disassociate_address(association_id=eips[0].association_id)
+        return nat
+
+    delete_nat_gateway._tsprov_mended = True
+    NatGatewayBackend.delete_nat_gateway = delete_nat_gateway
