@@ -228,6 +228,16 @@ fn api_error(e: &anyhow::Error) -> Option<&ApiError> {
     e.chain().find_map(|c| c.downcast_ref::<ApiError>())
 }
 
+/// `Ok(None)` for an answer that means "there is none" (S3 answers with an error code
+/// for a missing object or configuration).
+pub fn absent<T>(r: anyhow::Result<T>, codes: &[&str]) -> anyhow::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if error_code(&e).is_some_and(|c| codes.contains(&c)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether an AWS call failed (rather than a waiter or a check of tsprov's own).
 pub fn is_api_error(e: &anyhow::Error) -> bool {
     api_error(e).is_some()

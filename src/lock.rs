@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{api, error_code, Clients};
+use crate::aws::{absent, api, error_code, Clients};
 
 /// How long a lock lives without renewal; `TSPROV_LOCK_TTL` (seconds) changes it.
 /// The holder renews it every tenth of that.
@@ -151,26 +151,22 @@ async fn delete(place: &Place) -> Result<()> {
 
 /// The lock as it is now, with its version; `None` when there is none.
 async fn read(place: &Place) -> Result<Option<(Record, String)>> {
-    match place
+    let answer = place
         .s3
         .get_object()
         .bucket(&place.bucket)
         .key(&place.key)
         .send()
         .await
-        .map_err(api("GetObject"))
-    {
-        Ok(out) => {
-            let etag = out.e_tag().unwrap_or_default().to_string();
-            let bytes = out.body.collect().await?.into_bytes();
-            let record = serde_json::from_slice(&bytes).with_context(|| {
-                format!("s3://{}/{} is not a tsprov lock", place.bucket, place.key)
-            })?;
-            Ok(Some((record, etag)))
-        }
-        Err(e) if matches!(error_code(&e), Some("NoSuchKey" | "NoSuchBucket")) => Ok(None),
-        Err(e) => Err(e),
-    }
+        .map_err(api("GetObject"));
+    let Some(out) = absent(answer, &["NoSuchKey", "NoSuchBucket"])? else {
+        return Ok(None);
+    };
+    let etag = out.e_tag().unwrap_or_default().to_string();
+    let bytes = out.body.collect().await?.into_bytes();
+    let record = serde_json::from_slice(&bytes)
+        .with_context(|| format!("s3://{}/{} is not a tsprov lock", place.bucket, place.key))?;
+    Ok(Some((record, etag)))
 }
 
 /// The lock bucket, made on first use: private, encrypted by S3 by default.

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 use async_trait::async_trait;
-use aws_sdk_kms::types::{KeyState, Tag};
+use aws_sdk_kms::types::{AliasListEntry, KeyState, Tag};
 
 use super::{Cx, Desired, Guard, Kind, Live};
 use crate::aws::{api, error_code, eventually};
@@ -56,16 +56,7 @@ impl Kind for KmsKey {
 
     async fn discover(&self, cx: &Cx) -> Result<Vec<Live>> {
         let prefix = format!("alias/{}/", cx.stack);
-        let aliases = cx
-            .aws
-            .kms
-            .list_aliases()
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(api("ListAliases"))?;
+        let aliases = list_aliases(cx).await?;
         let keys: Vec<(String, String)> = aliases
             .iter()
             .filter(|a| a.alias_name().is_some_and(|n| n.starts_with(&prefix)))
@@ -89,7 +80,7 @@ impl Kind for KmsKey {
         if cx.find_orphans {
             let seen: Vec<String> = found.iter().map(|l| l.id.clone()).collect();
             found.extend(
-                orphans(cx)
+                orphans(cx, &aliases)
                     .await?
                     .into_iter()
                     .filter(|o| !seen.contains(&o.id)),
@@ -101,7 +92,7 @@ impl Kind for KmsKey {
     async fn create(&self, cx: &Cx, want: &Desired) -> Result<Live> {
         let alias = alias_name(&cx.stack, &want.address);
         // A key of this address without its alias: an earlier create that did not finish.
-        if let Some(mut orphan) = orphans(cx)
+        if let Some(mut orphan) = orphans(cx, &list_aliases(cx).await?)
             .await?
             .into_iter()
             .find(|o| o.address == want.address)
@@ -303,8 +294,21 @@ async fn read_key(cx: &Cx, key_id: &str) -> Result<Option<Live>> {
     Ok(Live::from_tags(meta.arn().unwrap_or(key_id), tags, attrs))
 }
 
-/// The stack's keys that no alias points at: every key's tags read (no tag filter exists).
-async fn orphans(cx: &Cx) -> Result<Vec<Live>> {
+async fn list_aliases(cx: &Cx) -> Result<Vec<AliasListEntry>> {
+    cx.aws
+        .kms
+        .list_aliases()
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(api("ListAliases"))
+}
+
+/// The stack's keys that none of `aliases` points at: every key's tags read (no tag
+/// filter exists).
+async fn orphans(cx: &Cx, aliases: &[AliasListEntry]) -> Result<Vec<Live>> {
     let keys = cx
         .aws
         .kms
@@ -315,23 +319,10 @@ async fn orphans(cx: &Cx) -> Result<Vec<Live>> {
         .try_collect()
         .await
         .map_err(api("ListKeys"))?;
-    let aliased: Vec<String> = cx
-        .aws
-        .kms
-        .list_aliases()
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(api("ListAliases"))?
-        .iter()
-        .filter_map(|a| a.target_key_id().map(str::to_string))
-        .collect();
     let reads = keys
         .iter()
         .filter_map(|k| k.key_id())
-        .filter(|id| !aliased.iter().any(|a| a == id))
+        .filter(|id| !aliases.iter().any(|a| a.target_key_id() == Some(*id)))
         .map(|key_id| async move {
             let tags = cx
                 .aws

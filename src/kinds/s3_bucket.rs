@@ -15,7 +15,7 @@ use aws_sdk_s3::types::{
 };
 
 use super::{Cx, Desired, Guard, Kind, Live};
-use crate::aws::{api, error_code, eventually};
+use crate::aws::{absent, api, error_code, eventually};
 use crate::model::{Address, Attrs, Resource, Value, TAG_STACK};
 use crate::plan::source::Diagnostic;
 use crate::schema::{Default, Field, Ty};
@@ -234,15 +234,6 @@ impl Kind for S3Bucket {
             Err(e) if error_code(&e) == Some("NoSuchBucket") => Ok(()),
             other => other.map(|_| ()),
         }
-    }
-}
-
-/// `Ok(None)` for a missing configuration (S3 answers with an error code for "none").
-fn absent<T>(r: Result<T>, codes: &[&str]) -> Result<Option<T>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if error_code(&e).is_some_and(|c| codes.contains(&c)) => Ok(None),
-        Err(e) => Err(e),
     }
 }
 
