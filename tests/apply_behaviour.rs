@@ -313,14 +313,14 @@ async fn nat_gateway_waiter_reports_progress_times_out_and_the_next_run_converge
     );
     let plan = write_plan(&dir, "nat.toml", &text);
     // The proxy holds every NAT gateway in `pending`, as real AWS does for minutes.
-    let hold: proxy::Rewrite = std::sync::Arc::new(|op: &str, body: String| {
-        if op == "DescribeNatGateways" {
-            body.replace("<state>available</state>", "<state>pending</state>")
-        } else {
-            body
-        }
-    });
-    let slow = proxy::start(endpoint(), hold).await;
+    let slow = proxy::start_faulty(
+        endpoint(),
+        proxy::Faults {
+            hold_pending: 1.0,
+            ..proxy::Faults::default()
+        },
+    )
+    .await;
     // 10 min x 0.005 = a 3 s timeout; progress every 0.5 s.
     let env = [
         ("TSPROV_WAIT_SCALE", "0.005"),
@@ -389,15 +389,15 @@ async fn ctrl_c_starts_nothing_new_and_reports_what_was_done() {
         "{SMALL}\n[eip.nat]\n\n[nat_gateway.main]\nsubnet = \"subnet.app[0]\"\neip = \"eip.nat\"\n\n[route_table.private]\nvpc = \"vpc.main\"\nroutes = [{{ destination = \"0.0.0.0/0\", nat_gateway = \"nat_gateway.main\" }}]\n"
     );
     let plan = write_plan(&dir, "nat.toml", &text);
-    let hold: proxy::Rewrite = std::sync::Arc::new(|op: &str, body: String| {
-        if op == "DescribeNatGateways" {
-            body.replace("<state>available</state>", "<state>pending</state>")
-        } else {
-            body
-        }
-    });
-    let slow = proxy::start(endpoint(), hold).await;
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tsprov"))
+    let slow = proxy::start_faulty(
+        endpoint(),
+        proxy::Faults {
+            hold_pending: 1.0,
+            ..proxy::Faults::default()
+        },
+    )
+    .await;
+    let child = tsprov_command()
         .args([
             "apply",
             &plan,
@@ -407,9 +407,6 @@ async fn ctrl_c_starts_nothing_new_and_reports_what_was_done() {
             &slow.url,
             "--auto-approve",
         ])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

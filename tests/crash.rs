@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::proxy::{self, Faults};
@@ -18,12 +18,9 @@ use common::*;
 /// a run that ended before.
 fn run_and_kill(url: &str, args: &[&str], delay: Duration) -> Option<(i32, String)> {
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tsprov"))
+    let mut child = tsprov_command()
         .args(args)
         .args(["--endpoint-url", url])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
         .env("TSPROV_DEPENDENCY_TIMEOUT", "30")
         .stdout(Stdio::from(log.reopen().unwrap()))
         .stderr(Stdio::from(log.reopen().unwrap()))

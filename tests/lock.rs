@@ -295,7 +295,7 @@ async fn ctrl_c_at_the_prompt_changes_nothing_and_frees_the_stack() {
     let stack = unique_stack("prompt");
     let dir = tempfile::tempdir().unwrap();
     let plan = write_plan(&dir, "small.toml", SMALL);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tsprov"))
+    let mut child = tsprov_command()
         .args([
             "apply",
             &plan,
@@ -304,9 +304,6 @@ async fn ctrl_c_at_the_prompt_changes_nothing_and_frees_the_stack() {
             "--endpoint-url",
             &endpoint(),
         ])
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

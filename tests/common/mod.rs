@@ -80,6 +80,15 @@ pub fn tsprov_env(
     tsprov_via(&endpoint(), command, plan, stack, extra, env)
 }
 
+/// The tsprov binary with LocalStack's credentials and default region.
+pub fn tsprov_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tsprov"));
+    c.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1");
+    c
+}
+
 /// `tsprov` through another endpoint (a test proxy).
 pub fn tsprov_via(
     endpoint: &str,
@@ -89,7 +98,7 @@ pub fn tsprov_via(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Run {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_tsprov"))
+    let out: Output = tsprov_command()
         .arg(command)
         .arg(plan)
         .args(if stack.is_empty() {
@@ -99,9 +108,6 @@ pub fn tsprov_via(
         })
         .args(["--endpoint-url", endpoint])
         .args(extra)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
         .env("TSPROV_DEPENDENCY_TIMEOUT", "30")
         .envs(env.iter().copied())
         .output()
